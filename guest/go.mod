@@ -1,0 +1,3 @@
+module pyro/guest
+
+go 1.19

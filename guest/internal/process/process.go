@@ -1,0 +1,372 @@
+// Package process runs one exec request: a child in its own process group,
+// a deadline that SIGKILLs the whole group, and bounded, back-pressured
+// delivery of its stdout and stderr.
+package process
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"pyro/guest/internal/reaper"
+)
+
+const (
+	// ChunkSize is the largest output chunk handed to the sink; it matches
+	// the per-frame output limit of the protocol.
+	ChunkSize = 64 << 10
+	// PipeGrace is how long output is still read after the main process
+	// exited: background children may hold the pipes open indefinitely.
+	PipeGrace = 250 * time.Millisecond
+	// TimeoutExitCode is reported when the deadline killed the command.
+	TimeoutExitCode = 124
+
+	// DefaultPath is the PATH of the base environment.
+	DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// Paths consulted at start time.
+const (
+	bashPath         = "/bin/bash"
+	shPath           = "/bin/sh"
+	defaultWorkspace = "/workspace"
+	devNull          = "/dev/null"
+)
+
+// Stream identifies stdout or stderr.
+type Stream int
+
+// The two output streams.
+const (
+	Stdout Stream = iota
+	Stderr
+)
+
+func (s Stream) String() string {
+	if s == Stderr {
+		return "stderr"
+	}
+	return "stdout"
+}
+
+// Spec describes a command. Exactly one of Argv and Shell must be set.
+type Spec struct {
+	Argv      []string
+	Shell     string
+	Cwd       string            // "" means /workspace if it exists, else /
+	Env       map[string]string // overlaid on the base environment
+	Timeout   time.Duration     // > 0
+	MaxOutput int64             // per stream; >= 0
+}
+
+// Result is the outcome reported in the exit reply.
+type Result struct {
+	ExitCode        int
+	Signal          string // "" unless the main process was killed by a signal
+	TimedOut        bool
+	Duration        time.Duration // start to main-process exit
+	StdoutBytes     int64
+	StderrBytes     int64
+	StdoutTruncated bool
+	StderrTruncated bool
+}
+
+// StartError means the command could not be started (exec_failed).
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Proc is a started command.
+type Proc struct {
+	pid       int
+	status    <-chan reaper.Status
+	outR      [2]*os.File
+	maxOutput int64
+	started   time.Time
+	timer     *time.Timer
+
+	mu       sync.Mutex
+	exited   bool // main process reaped; its pid may be reused from now on
+	timedOut bool
+}
+
+// Start launches spec. Every failure to launch is returned as *StartError.
+func Start(r *reaper.Reaper, spec Spec) (*Proc, error) {
+	p, err := start(r, spec)
+	if err != nil {
+		return nil, &StartError{err}
+	}
+	return p, nil
+}
+
+func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
+	if (len(spec.Argv) == 0) == (spec.Shell == "") {
+		return nil, errors.New("exactly one of argv and shell is required")
+	}
+	if spec.Timeout <= 0 {
+		return nil, errors.New("timeout must be positive")
+	}
+	shellPath, shellName := shPath, "sh"
+	if isExecutable(bashPath) {
+		shellPath, shellName = bashPath, "bash"
+	}
+	env := buildEnv(shellPath, spec.Env)
+
+	cwd := spec.Cwd
+	if cwd == "" {
+		cwd = "/"
+		if fi, err := os.Stat(defaultWorkspace); err == nil && fi.IsDir() {
+			cwd = defaultWorkspace
+		}
+	}
+	// The child's chdir failure would only surface as a bare errno, so check
+	// here to give the host a message that names the culprit.
+	if fi, err := os.Stat(cwd); err != nil {
+		return nil, fmt.Errorf("cwd: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("cwd %s: not a directory", cwd)
+	}
+
+	var path string
+	var argv []string
+	if spec.Shell != "" {
+		path, argv = shellPath, []string{shellName, "-lc", spec.Shell}
+	} else {
+		var err error
+		if path, err = lookPath(spec.Argv[0], envValue(env, "PATH"), cwd); err != nil {
+			return nil, err
+		}
+		argv = spec.Argv
+	}
+
+	stdin, err := os.Open(devNull)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", devNull, err)
+	}
+	defer stdin.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer outW.Close() // the child has its own copy; ours would hide EOF
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		return nil, err
+	}
+	defer errW.Close()
+
+	attr := &syscall.ProcAttr{
+		Dir:   cwd,
+		Env:   env,
+		Files: []uintptr{stdin.Fd(), outW.Fd(), errW.Fd()},
+		// A new process group lets deadline and kill reach every
+		// descendant that does not deliberately leave it.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	}
+	started := time.Now()
+	pid, status, err := r.Spawn(path, argv, attr)
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("%s: %w", argv[0], err)
+	}
+	p := &Proc{
+		pid:       pid,
+		status:    status,
+		outR:      [2]*os.File{outR, errR},
+		maxOutput: spec.MaxOutput,
+		started:   started,
+	}
+	p.timer = time.AfterFunc(spec.Timeout, p.deadline)
+	return p, nil
+}
+
+// Pid returns the pid (and process group id) of the main process.
+func (p *Proc) Pid() int { return p.pid }
+
+func (p *Proc) deadline() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Once the main process is reaped the group id is no longer ours to
+	// signal reliably, and a late timer must not turn a success into a timeout.
+	if p.exited {
+		return
+	}
+	p.timedOut = true
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+}
+
+// Signal sends sig to the command's process group. A group that has
+// already disappeared is not an error.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := syscall.Kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
+}
+
+// Wait pumps output to emit until the command is done and returns its
+// result. emit may block: that is how a slow host back-pressures the child
+// (its pipe fills and its writes block). Output beyond MaxOutput is read and
+// counted but not emitted, so it never blocks.
+func (p *Proc) Wait(emit func(Stream, []byte)) Result {
+	var counts [2]int64
+	var wg sync.WaitGroup
+	for i := range p.outR {
+		wg.Add(1)
+		go func(s Stream) {
+			defer wg.Done()
+			counts[s] = p.pump(s, emit)
+		}(Stream(i))
+	}
+
+	st := <-p.status
+	p.timer.Stop()
+	p.mu.Lock()
+	p.exited = true
+	timedOut := p.timedOut
+	p.mu.Unlock()
+	duration := time.Since(p.started)
+
+	// Give lingering writers a bounded chance to flush, then stop reading.
+	graceEnd := time.Now().Add(PipeGrace)
+	for _, f := range p.outR {
+		_ = f.SetReadDeadline(graceEnd)
+	}
+	wg.Wait()
+	for _, f := range p.outR {
+		f.Close()
+	}
+
+	res := Result{
+		Duration:        duration,
+		TimedOut:        timedOut,
+		StdoutBytes:     counts[Stdout],
+		StderrBytes:     counts[Stderr],
+		StdoutTruncated: counts[Stdout] > p.maxOutput,
+		StderrTruncated: counts[Stderr] > p.maxOutput,
+	}
+	switch {
+	case st.Wait.Signaled():
+		res.ExitCode = 128 + int(st.Wait.Signal())
+		res.Signal = SignalName(st.Wait.Signal())
+	default:
+		res.ExitCode = st.Wait.ExitStatus()
+	}
+	if timedOut {
+		res.ExitCode = TimeoutExitCode
+	}
+	return res
+}
+
+// pump copies one stream to emit, returning the total number of bytes the
+// command produced on it.
+func (p *Proc) pump(s Stream, emit func(Stream, []byte)) int64 {
+	f := p.outR[s]
+	buf := make([]byte, ChunkSize)
+	var total int64
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if room := p.maxOutput - total; room > 0 {
+				chunk := buf[:n]
+				if int64(n) > room {
+					chunk = chunk[:room]
+				}
+				// The sink may retain the slice (it is queued for the
+				// writer), so hand over a copy rather than our buffer.
+				emit(s, append([]byte(nil), chunk...))
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			// io.EOF: every writer closed the pipe; os.ErrDeadlineExceeded:
+			// the grace period is over. Either way this stream is finished,
+			// and any other read error would leave nothing better to do.
+			return total
+		}
+	}
+}
+
+// TimeoutFromMillis converts a protocol timeout, saturating instead of
+// overflowing time.Duration for absurd values.
+func TimeoutFromMillis(ms int64) time.Duration {
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// buildEnv returns the base environment overlaid with extra, sorted so the
+// child sees a deterministic order.
+func buildEnv(shellPath string, extra map[string]string) []string {
+	m := map[string]string{
+		"PATH":    DefaultPath,
+		"HOME":    "/root",
+		"LANG":    "C.UTF-8",
+		"TERM":    "dumb",
+		"USER":    "root",
+		"LOGNAME": "root",
+		"SHELL":   shellPath,
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	env := make([]string, 0, len(m))
+	for k, v := range m {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env
+}
+
+func envValue(env []string, key string) string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return kv[len(key)+1:]
+		}
+	}
+	return ""
+}
+
+// lookPath resolves file like execvp does, but against the child's PATH and
+// working directory rather than the agent's.
+func lookPath(file, pathEnv, cwd string) (string, error) {
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(cwd, p)
+	}
+	if strings.Contains(file, "/") {
+		if isExecutable(abs(file)) {
+			return abs(file), nil
+		}
+		return "", fmt.Errorf("%s: not found or not executable", file)
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "." // POSIX: an empty PATH entry means the current directory
+		}
+		if cand := abs(filepath.Join(dir, file)); isExecutable(cand) {
+			return cand, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in PATH", file)
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}

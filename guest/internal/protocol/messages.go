@@ -1,0 +1,141 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Message types.
+const (
+	TypeHello    = "hello"
+	TypeHelloOK  = "hello_ok"
+	TypeExec     = "exec"
+	TypeStarted  = "started"
+	TypeOutput   = "output"
+	TypeExit     = "exit"
+	TypeKill     = "kill"
+	TypePing     = "ping"
+	TypePoweroff = "poweroff"
+	TypeOK       = "ok"
+	TypeError    = "error"
+)
+
+// Error codes.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeExecFailed  = "exec_failed"
+	CodeNotFound    = "not_found"
+	CodeHelloFailed = "hello_failed"
+)
+
+// MaxEntropyLen bounds the hello payload.
+const MaxEntropyLen = 4096
+
+// ParseEnvelope extracts the mandatory type and id of a header. If the id is
+// present and valid it is returned even when the type is not, so that the
+// error reply can carry it; otherwise id is 0, as PROTOCOL.md requires.
+func ParseEnvelope(header []byte) (typ string, id uint64, err error) {
+	var env struct {
+		Type json.RawMessage `json:"type"`
+		ID   json.RawMessage `json:"id"`
+	}
+	if err := json.Unmarshal(header, &env); err != nil {
+		return "", 0, fmt.Errorf("header: %v", err)
+	}
+	if env.ID == nil {
+		return "", 0, errors.New("header: missing id")
+	}
+	// Unmarshalling into uint64 rejects negative, fractional and exponent
+	// forms, which is exactly "non-negative integer".
+	if err := json.Unmarshal(env.ID, &id); err != nil {
+		return "", 0, errors.New("header: id must be a non-negative integer")
+	}
+	if env.Type == nil {
+		return "", id, errors.New("header: missing type")
+	}
+	if err := json.Unmarshal(env.Type, &typ); err != nil {
+		return "", id, errors.New("header: type must be a string")
+	}
+	return typ, id, nil
+}
+
+// Hello is the body of a hello request. Pointers distinguish "absent".
+type Hello struct {
+	Nonce      *string `json:"nonce"`
+	TimeUnixMs *int64  `json:"time_unix_ms"`
+	Hostname   *string `json:"hostname"`
+	MachineID  *string `json:"machine_id"`
+}
+
+// HelloOK is the reply to a successful hello.
+type HelloOK struct {
+	Type         string `json:"type"`
+	ID           uint64 `json:"id"`
+	Nonce        string `json:"nonce"`
+	AgentVersion string `json:"agent_version"`
+	Protocol     int    `json:"protocol"`
+	BootID       string `json:"boot_id"`
+	PID1         bool   `json:"pid1"`
+}
+
+// Exec is the body of an exec request.
+type Exec struct {
+	Argv           []string          `json:"argv"`
+	Shell          *string           `json:"shell"`
+	Cwd            *string           `json:"cwd"`
+	Env            map[string]string `json:"env"`
+	TimeoutMs      *int64            `json:"timeout_ms"`
+	MaxOutputBytes *int64            `json:"max_output_bytes"`
+}
+
+// Started is the first reply to a successful exec.
+type Started struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+	Pid  int    `json:"pid"`
+}
+
+// Output carries one chunk of a stream in the frame payload.
+type Output struct {
+	Type   string `json:"type"`
+	ID     uint64 `json:"id"`
+	Stream string `json:"stream"`
+}
+
+// Exit is the last reply to a successful exec.
+type Exit struct {
+	Type            string  `json:"type"`
+	ID              uint64  `json:"id"`
+	ExitCode        int     `json:"exit_code"`
+	Signal          *string `json:"signal"` // null unless killed by a signal
+	TimedOut        bool    `json:"timed_out"`
+	DurationMs      int64   `json:"duration_ms"`
+	StdoutBytes     int64   `json:"stdout_bytes"`
+	StderrBytes     int64   `json:"stderr_bytes"`
+	StdoutTruncated bool    `json:"stdout_truncated"`
+	StderrTruncated bool    `json:"stderr_truncated"`
+}
+
+// Kill is the body of a kill request.
+type Kill struct {
+	Target *uint64 `json:"target"`
+	Signal *string `json:"signal"`
+}
+
+// OK is the generic success reply.
+type OK struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+}
+
+// Error is the generic failure reply. Nonce is only set on replies to hello,
+// so that a host which discards everything but its own nonce can still
+// recognise a failed hello.
+type Error struct {
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Nonce   string `json:"nonce,omitempty"`
+}
