@@ -1,0 +1,321 @@
+import { randomBytes } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import { ErrorCode, PyroError } from "../errors.js";
+import { encodeFrame, FrameDecoder, type Frame, type FrameHeader } from "./frame.js";
+
+export interface HelloOptions {
+  /** Sent so a restored or freshly booted guest runs on the host's clock. */
+  timeUnixMs?: number;
+  /** Fresh random bytes mixed into the guest's kernel pool. */
+  entropy?: Buffer;
+  hostname?: string;
+  machineId?: string;
+}
+
+export interface HelloReply {
+  agentVersion: string;
+  bootId: string;
+  pid1: boolean;
+}
+
+export interface ExecRequest {
+  /** Run through `bash -lc` (or `sh -lc`). */
+  shell?: string;
+  argv?: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  timeoutMs: number;
+  maxOutputBytes: number;
+}
+
+export interface ExecOutcome {
+  exitCode: number;
+  signal: string | null;
+  timedOut: boolean;
+  /** As measured by the agent, from start to exit. */
+  durationMs: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutBytes: number;
+  stderrBytes: number;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+}
+
+export interface ExecHooks {
+  onStarted?: (pid: number) => void;
+  onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
+  /** Aborting kills the command's process group in the guest. */
+  signal?: AbortSignal;
+}
+
+/** Extra time the host allows beyond a command's own timeout for the agent to kill and report. */
+export const EXEC_GRACE_MS = 15_000;
+
+type Pending = {
+  onFrame: (frame: Frame) => void;
+  onClose: (error: PyroError) => void;
+};
+
+function agentError(message: string, hint?: string, cause?: unknown): PyroError {
+  return new PyroError(ErrorCode.agentError, message, { hint, cause });
+}
+
+/**
+ * One session with the guest agent over one port (a QEMU chardev unix socket,
+ * or the agent's own socket off-VM). Requests are multiplexed by id.
+ */
+export class AgentSession {
+  private readonly decoder = new FrameDecoder();
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closedError: PyroError | undefined;
+  hello: HelloReply | undefined;
+
+  private constructor(private readonly socket: Socket) {}
+
+  /**
+   * Connects and performs the hello handshake. Until `deadline` (epoch ms) it
+   * keeps waiting for the agent, which covers a guest that is still booting.
+   */
+  static async open(socketPath: string, options: { deadline: number; hello?: HelloOptions; signal?: AbortSignal }): Promise<AgentSession> {
+    const socket = await connectUnix(socketPath, options.deadline, options.signal);
+    const session = new AgentSession(socket);
+    try {
+      session.hello = await session.handshake(options.hello ?? {}, options.deadline, options.signal);
+    } catch (error) {
+      session.close();
+      throw error;
+    }
+    return session;
+  }
+
+  private async handshake(options: HelloOptions, deadline: number, signal: AbortSignal | undefined): Promise<HelloReply> {
+    const nonce = randomBytes(16).toString("hex");
+    const id = this.nextId++;
+    let synced = false;
+    const reply = await new Promise<FrameHeader>((resolvePromise, reject) => {
+      const timer = setTimeout(() => finish(agentError("the guest agent did not answer the handshake in time")), Math.max(0, deadline - Date.now()));
+      const onAbort = () => finish(new PyroError(ErrorCode.cancelled, "cancelled while waiting for the guest agent"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const finish = (result: PyroError | FrameHeader) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.pending.delete(id);
+        if (result instanceof PyroError) reject(result);
+        else resolvePromise(result);
+      };
+      this.pending.set(id, {
+        onFrame: (frame) => {
+          if (frame.header.type === "hello_ok" && frame.header.nonce === nonce) finish(frame.header);
+          else if (frame.header.type === "error") finish(agentError(`the guest agent refused the handshake: ${String(frame.header.message)}`));
+        },
+        onClose: (error) => finish(error),
+      });
+      this.socket.on("data", (chunk: Buffer) => {
+        for (const frame of this.decoder.push(chunk)) {
+          // Frames of an earlier session can arrive first; nothing counts before our hello_ok.
+          if (!synced) {
+            if (frame.header.id === id && frame.header.type === "hello_ok" && frame.header.nonce === nonce) synced = true;
+            else if (!(frame.header.id === id && frame.header.type === "error")) continue;
+          }
+          this.pending.get(frame.header.id)?.onFrame(frame);
+        }
+      });
+      const onEnd = (cause?: unknown) => this.failAll(agentError("the connection to the guest agent closed", undefined, cause));
+      this.socket.on("error", onEnd);
+      this.socket.on("close", () => onEnd());
+      const header: FrameHeader = { type: "hello", id, nonce };
+      if (options.timeUnixMs !== undefined) header.time_unix_ms = options.timeUnixMs;
+      if (options.hostname !== undefined) header.hostname = options.hostname;
+      if (options.machineId !== undefined) header.machine_id = options.machineId;
+      this.socket.write(encodeFrame(header, options.entropy ?? Buffer.alloc(0)));
+    });
+    return {
+      agentVersion: typeof reply.agent_version === "string" ? reply.agent_version : "unknown",
+      bootId: typeof reply.boot_id === "string" ? reply.boot_id : "",
+      pid1: reply.pid1 === true,
+    };
+  }
+
+  private failAll(error: PyroError): void {
+    if (this.closedError) return;
+    this.closedError = error;
+    for (const pending of [...this.pending.values()]) pending.onClose(error);
+    this.pending.clear();
+  }
+
+  private send(header: FrameHeader, payload?: Buffer): void {
+    if (this.closedError) throw this.closedError;
+    this.socket.write(encodeFrame(header, payload));
+  }
+
+  /** A request answered by one `ok` (or `error`) frame. */
+  private simple(type: string, fields: Record<string, unknown>, deadline: number): Promise<FrameHeader> {
+    const id = this.nextId++;
+    return new Promise((resolvePromise, reject) => {
+      const timer = setTimeout(() => done(agentError(`the guest agent did not answer ${type} in time`)), Math.max(0, deadline - Date.now()));
+      const done = (result: PyroError | FrameHeader) => {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        if (result instanceof PyroError) reject(result);
+        else resolvePromise(result);
+      };
+      this.pending.set(id, {
+        onFrame: (frame) => {
+          if (frame.header.type === "error") done(agentError(`${type} failed in the guest: ${String(frame.header.message)}`));
+          else done(frame.header);
+        },
+        onClose: done,
+      });
+      try {
+        this.send({ ...fields, type, id });
+      } catch (error) {
+        done(error instanceof PyroError ? error : agentError(String(error)));
+      }
+    });
+  }
+
+  async ping(deadline = Date.now() + 5000): Promise<void> {
+    await this.simple("ping", {}, deadline);
+  }
+
+  async kill(target: number, signal: "SIGKILL" | "SIGTERM" | "SIGINT" = "SIGKILL", deadline = Date.now() + 5000): Promise<void> {
+    await this.simple("kill", { target, signal }, deadline);
+  }
+
+  async poweroff(deadline = Date.now() + 5000): Promise<void> {
+    await this.simple("poweroff", {}, deadline);
+  }
+
+  /**
+   * Runs one command. Output beyond `maxOutputBytes` per stream is not kept,
+   * whatever the guest sends, and is flagged as truncated.
+   */
+  exec(request: ExecRequest, hooks: ExecHooks = {}): Promise<ExecOutcome> {
+    const id = this.nextId++;
+    const kept = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const keptBytes = { stdout: 0, stderr: 0 };
+    const seenBytes = { stdout: 0, stderr: 0 };
+    return new Promise((resolvePromise, reject) => {
+      let cancelled = false;
+      const timer = setTimeout(
+        () => done(agentError(`the guest agent did not report the command's end within ${Math.round((request.timeoutMs + EXEC_GRACE_MS) / 1000)} s`)),
+        request.timeoutMs + EXEC_GRACE_MS,
+      );
+      const onAbort = () => {
+        cancelled = true;
+        this.kill(id).catch(() => undefined);
+        // If the agent cannot report the kill promptly, give up on it.
+        setTimeout(() => done(new PyroError(ErrorCode.cancelled, "the command was cancelled")), 5000).unref();
+      };
+      hooks.signal?.addEventListener("abort", onAbort, { once: true });
+      const done = (result: PyroError | ExecOutcome) => {
+        clearTimeout(timer);
+        hooks.signal?.removeEventListener("abort", onAbort);
+        if (!this.pending.delete(id)) return;
+        if (result instanceof PyroError) reject(result);
+        else if (cancelled) reject(new PyroError(ErrorCode.cancelled, "the command was cancelled"));
+        else resolvePromise(result);
+      };
+      this.pending.set(id, {
+        onFrame: ({ header, payload }) => {
+          switch (header.type) {
+            case "started":
+              if (typeof header.pid === "number") hooks.onStarted?.(header.pid);
+              return;
+            case "output": {
+              const stream = header.stream === "stderr" ? "stderr" : header.stream === "stdout" ? "stdout" : undefined;
+              if (!stream) return done(agentError("the guest agent sent output for an unknown stream"));
+              seenBytes[stream] += payload.length;
+              const room = request.maxOutputBytes - keptBytes[stream];
+              if (room > 0) {
+                const slice = payload.length > room ? payload.subarray(0, room) : payload;
+                kept[stream].push(slice);
+                keptBytes[stream] += slice.length;
+                hooks.onOutput?.(stream, slice);
+              }
+              return;
+            }
+            case "exit":
+              return done(parseExit(header, kept, keptBytes, seenBytes));
+            case "error":
+              return done(
+                new PyroError(ErrorCode.agentError, `the command could not start in the guest: ${String(header.message)}`, {
+                  hint: "check the command, and the working directory if one was given",
+                  details: { agentCode: header.code },
+                }),
+              );
+            default:
+              return;
+          }
+        },
+        onClose: done,
+      });
+      const header: FrameHeader = { type: "exec", id, timeout_ms: request.timeoutMs, max_output_bytes: request.maxOutputBytes };
+      if (request.shell !== undefined) header.shell = request.shell;
+      if (request.argv !== undefined) header.argv = request.argv;
+      if (request.cwd !== undefined) header.cwd = request.cwd;
+      if (request.env !== undefined) header.env = request.env;
+      try {
+        this.send(header);
+      } catch (error) {
+        done(error instanceof PyroError ? error : agentError(String(error)));
+      }
+      if (hooks.signal?.aborted) onAbort();
+    });
+  }
+
+  close(): void {
+    this.failAll(agentError("the session was closed"));
+    this.socket.destroy();
+  }
+}
+
+function parseExit(
+  header: FrameHeader,
+  kept: { stdout: Buffer[]; stderr: Buffer[] },
+  keptBytes: { stdout: number; stderr: number },
+  seenBytes: { stdout: number; stderr: number },
+): ExecOutcome | PyroError {
+  const int = (value: unknown) => (typeof value === "number" && Number.isSafeInteger(value) ? value : undefined);
+  const exitCode = int(header.exit_code);
+  if (exitCode === undefined || exitCode < 0 || exitCode > 255) return agentError("the guest agent sent a malformed exit report");
+  const reported = (value: unknown, seen: number) => Math.max(int(value) ?? 0, seen);
+  const stdoutBytes = reported(header.stdout_bytes, seenBytes.stdout);
+  const stderrBytes = reported(header.stderr_bytes, seenBytes.stderr);
+  return {
+    exitCode,
+    signal: typeof header.signal === "string" ? header.signal.slice(0, 32) : null,
+    timedOut: header.timed_out === true,
+    durationMs: Math.max(0, int(header.duration_ms) ?? 0),
+    stdout: Buffer.concat(kept.stdout),
+    stderr: Buffer.concat(kept.stderr),
+    stdoutBytes,
+    stderrBytes,
+    stdoutTruncated: header.stdout_truncated === true || stdoutBytes > keptBytes.stdout,
+    stderrTruncated: header.stderr_truncated === true || stderrBytes > keptBytes.stderr,
+  };
+}
+
+/** Connects to a unix socket, retrying while it does not exist yet or refuses, until the deadline. */
+export async function connectUnix(path: string, deadline: number, signal?: AbortSignal): Promise<Socket> {
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (signal?.aborted) throw new PyroError(ErrorCode.cancelled, "cancelled while connecting to the guest");
+    try {
+      return await new Promise<Socket>((resolvePromise, reject) => {
+        const socket = connect(path);
+        socket.once("connect", () => {
+          socket.removeListener("error", reject);
+          resolvePromise(socket);
+        });
+        socket.once("error", reject);
+      });
+    } catch (error) {
+      lastError = error;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  throw agentError(`could not connect to ${path}`, undefined, lastError);
+}

@@ -1,0 +1,255 @@
+import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import type { Socket } from "node:net";
+import { join } from "node:path";
+import { AgentSession, connectUnix, type HelloOptions } from "../../agent/client.js";
+import { qemuBinary } from "../../config.js";
+import { ErrorCode, PyroError } from "../../errors.js";
+import { tryLock } from "../../util/lock.js";
+import { debug } from "../../util/log.js";
+import { killAndWait, processStartTime } from "../../util/proc.js";
+import { AGENT_PORTS, qemuArgs, type LaunchSpec } from "./argv.js";
+import { isKvmFailure } from "./accel.js";
+import { QmpClient } from "./qmp.js";
+
+/** Files of one VM inside its directory. Socket paths must stay under the 107-byte limit. */
+export interface VmFiles {
+  dir: string;
+  disk: string;
+  qmp: string;
+  serial: string;
+  agents: string[];
+  qemuLog: string;
+  portLocks: string[];
+}
+
+export function vmFiles(dir: string): VmFiles {
+  return {
+    dir,
+    disk: join(dir, "disk.qcow2"),
+    qmp: join(dir, "qmp.sock"),
+    serial: join(dir, "serial.sock"),
+    agents: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `agent${i}.sock`)),
+    qemuLog: join(dir, "qemu.log"),
+    portLocks: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `port${i}`)),
+  };
+}
+
+export function checkSocketPaths(files: VmFiles): void {
+  const longest = [files.qmp, files.serial, ...files.agents].reduce((a, b) => (a.length > b.length ? a : b));
+  if (Buffer.byteLength(longest) > 100) {
+    throw new PyroError(ErrorCode.stateError, `the state directory path is too long for unix sockets (${longest})`, {
+      hint: "set PYRO_STATE_DIR to a shorter path, e.g. /var/tmp/pyro",
+    });
+  }
+}
+
+export interface QemuProcess {
+  pid: number;
+  /** Process start time; with the pid it identifies this QEMU even after pid reuse. */
+  startTime: string | undefined;
+}
+
+/** Keeps the last `limit` bytes the guest wrote to its serial console. */
+class SerialTail {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private socket: Socket | undefined;
+  constructor(private readonly limit = 64 * 1024) {}
+
+  attach(socket: Socket): void {
+    this.socket = socket;
+    socket.on("data", (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      while (this.size > this.limit && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
+    });
+    socket.on("error", () => undefined);
+  }
+
+  text(maxChars = 4000): string {
+    const all = Buffer.concat(this.chunks).toString("utf8").replace(/\r/g, "");
+    return all.slice(-maxChars);
+  }
+
+  detach(): void {
+    this.socket?.destroy();
+  }
+}
+
+async function tail(path: string, maxChars = 4000): Promise<string> {
+  const text = await readFile(path, "utf8").catch(() => "");
+  return text.slice(-maxChars);
+}
+
+export interface BootOptions {
+  deadline: number;
+  signal?: AbortSignal;
+  hello?: HelloOptions;
+  onPhase?: (message: string) => void;
+  /** Called as soon as QEMU has a pid, so the caller can record it before waiting. */
+  onSpawned?: (qemu: QemuProcess) => Promise<void>;
+}
+
+export interface BootResult {
+  qemu: QemuProcess;
+  /** An open session on port 0 (its lock held), ready for the first command. */
+  session: LockedSession;
+}
+
+export interface LockedSession {
+  session: AgentSession;
+  release: () => Promise<void>;
+}
+
+/**
+ * Starts QEMU detached (it outlives this process), waits for the guest agent's
+ * handshake, and on any failure kills QEMU and reports the tail of the serial
+ * console and of QEMU's own log.
+ */
+export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOptions): Promise<BootResult> {
+  checkSocketPaths(files);
+  const args = qemuArgs(spec);
+  debug("qemu", `${qemuBinary()} ${args.join(" ")}`);
+  const logFd = openSync(files.qemuLog, "a", 0o600);
+  let exited: string | undefined;
+  let onExit: (() => void) | undefined;
+  const child = (() => {
+    try {
+      return spawn(qemuBinary(), args, { cwd: files.dir, detached: true, stdio: ["ignore", logFd, logFd] });
+    } finally {
+      closeSync(logFd);
+    }
+  })();
+  const spawnError = await new Promise<Error | undefined>((resolvePromise) => {
+    child.once("spawn", () => resolvePromise(undefined));
+    child.once("error", (error) => resolvePromise(error));
+  });
+  if (spawnError || child.pid === undefined) {
+    throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${qemuBinary()}): ${spawnError?.message ?? "no pid"}`, {
+      hint: "install QEMU (apt-get install qemu-system-x86 qemu-utils) or set PYRO_QEMU_BINARY",
+    });
+  }
+  child.on("exit", (code, signal) => {
+    exited = signal ? `QEMU was killed by ${signal}` : `QEMU exited with status ${code}`;
+    onExit?.();
+  });
+  child.unref();
+  const qemu: QemuProcess = { pid: child.pid, startTime: await processStartTime(child.pid) };
+  const serial = new SerialTail();
+  let qmp: QmpClient | undefined;
+  let locked: LockedSession | undefined;
+  try {
+    await options.onSpawned?.(qemu);
+    const exitPromise = new Promise<never>((_, reject) => {
+      onExit = () => reject(new PyroError(ErrorCode.bootFailed, `${exited}`));
+      if (exited) onExit();
+    });
+    exitPromise.catch(() => undefined);
+    const race = <T>(promise: Promise<T>) => Promise.race([promise, exitPromise]);
+
+    qmp = await race(QmpClient.connect(files.qmp, Math.min(options.deadline, Date.now() + 15_000)));
+    serial.attach(await race(connectUnix(files.serial, options.deadline)));
+    if (spec.incomingPath) {
+      options.onPhase?.("restoring saved state");
+      await race(qmp.execute("migrate-incoming", { uri: `exec:cat ${shellPath(spec.incomingPath)}` }, options.deadline));
+      await race(waitForRunState(qmp, "paused", options.deadline));
+    }
+    options.onPhase?.(spec.incomingPath ? "resuming the guest" : `booting the guest (${spec.accel})`);
+    await race(qmp.execute("cont", undefined, options.deadline));
+    const release = await tryLock(files.portLocks[0]!);
+    const session = await race(AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal }));
+    locked = { session, release: release ?? (() => Promise.resolve()) };
+    return { qemu, session: locked };
+  } catch (error) {
+    const qemuLog = await tail(files.qemuLog);
+    const consoleTail = serial.text();
+    await killAndWait(qemu.pid, qemu.startTime);
+    const timedOut = Date.now() >= options.deadline;
+    const base = error instanceof PyroError ? error : undefined;
+    const code =
+      base?.code === ErrorCode.cancelled ? ErrorCode.cancelled : timedOut && !exited ? ErrorCode.bootTimeout : ErrorCode.bootFailed;
+    const what = exited ?? (error instanceof Error ? error.message : String(error));
+    throw new PyroError(code, code === ErrorCode.bootTimeout ? "the guest did not become ready before the boot deadline" : `the guest failed to boot: ${what}`, {
+      cause: error,
+      hint: isKvmFailure(qemuLog)
+        ? "KVM cannot run this guest here; set PYRO_ACCEL=tcg"
+        : code === ErrorCode.bootTimeout
+          ? "the host may be overloaded; retry, or raise PYRO_BOOT_TIMEOUT_SECONDS"
+          : "see the console tail below; `pyro doctor` checks the host",
+      details: { consoleTail, qemuLogTail: qemuLog, kvmFailure: isKvmFailure(qemuLog) },
+    });
+  } finally {
+    serial.detach();
+    qmp?.close();
+  }
+}
+
+async function waitForRunState(qmp: QmpClient, state: string, deadline: number): Promise<void> {
+  while (Date.now() < deadline) {
+    const status = (await qmp.execute("query-status", undefined, deadline)) as { status?: string };
+    if (status.status === state) return;
+    if (status.status === "inmigrate" || status.status === "prelaunch") {
+      await new Promise((r) => setTimeout(r, 5));
+      continue;
+    }
+    throw new PyroError(ErrorCode.bootFailed, `restoring the saved state ended in state ${status.status}`);
+  }
+  throw new PyroError(ErrorCode.bootTimeout, "restoring the saved state did not finish in time");
+}
+
+function shellPath(path: string): string {
+  return `'${path.replaceAll("'", `'"'"'`)}'`;
+}
+
+/**
+ * Opens a session on a free agent port of a running VM. Ports are taken with a
+ * lock so concurrent pyro processes each get their own; when all are busy this
+ * waits for one until the deadline.
+ */
+export async function openSession(files: VmFiles, options: { deadline: number; signal?: AbortSignal; hello?: HelloOptions }): Promise<LockedSession> {
+  checkSocketPaths(files);
+  while (Date.now() < options.deadline) {
+    for (let i = 0; i < files.agents.length; i++) {
+      const release = await tryLock(files.portLocks[i]!);
+      if (!release) continue;
+      try {
+        const session = await AgentSession.open(files.agents[i]!, {
+          deadline: Math.min(options.deadline, Date.now() + 10_000),
+          signal: options.signal,
+          hello: options.hello,
+        });
+        return { session, release };
+      } catch (error) {
+        await release().catch(() => undefined);
+        throw error;
+      }
+    }
+    if (options.signal?.aborted) throw new PyroError(ErrorCode.cancelled, "cancelled while waiting for a free agent port");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new PyroError(ErrorCode.agentError, "every agent port of this VM stayed busy until the deadline", {
+    hint: "other commands are running in this VM; wait for them or raise the timeout",
+  });
+}
+
+/** Asks the guest to sync and power off, then makes sure QEMU is gone. */
+export async function shutdownVm(files: VmFiles, qemu: QemuProcess, graceMs = 10_000): Promise<void> {
+  try {
+    const locked = await openSession(files, { deadline: Date.now() + Math.min(graceMs, 3000) });
+    try {
+      await locked.session.poweroff();
+    } finally {
+      locked.session.close();
+      await locked.release();
+    }
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && (await processStartTime(qemu.pid)) === qemu.startTime) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (error) {
+    debug("qemu", `graceful shutdown failed: ${String(error)}`);
+  }
+  await killAndWait(qemu.pid, qemu.startTime);
+}

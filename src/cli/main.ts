@@ -1,0 +1,96 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Command, CommanderError } from "commander";
+import { packageRoot } from "../config.js";
+import { ErrorCode, PyroError, toPyroError } from "../errors.js";
+import { Pyro } from "../sdk/pyro.js";
+import { registerDemo } from "./commands/demo.js";
+import { registerDoctor } from "./commands/doctor.js";
+import { registerEnv } from "./commands/env.js";
+import { registerRun } from "./commands/run.js";
+import { registerVm } from "./commands/vm.js";
+import { newContext, type CliContext } from "./context.js";
+import { EXIT_CODES, printError } from "./output.js";
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+const EXIT_HELP = `
+Exit status:
+  pyro run / vm exec exit with the guest command's own status (124 when it timed out).
+  pyro's own failures:
+${Object.entries(EXIT_CODES)
+  .map(([code, exit]) => `    ${String(exit).padEnd(4)} ${code}`)
+  .join("\n")}
+
+Environment variables:
+  PYRO_STATE_DIR, PYRO_CACHE_DIR, PYRO_ENVIRONMENT_CACHE_DIR   where state and the cache live
+  PYRO_ACCEL=kvm|tcg        force the accelerator (default: KVM when it really works, else TCG)
+  PYRO_QEMU_BINARY          QEMU to use (default qemu-system-x86_64)
+  PYRO_DEBIAN_MIRROR        Debian mirror for building environments (default: mmdebstrap's)
+  PYRO_DEBUG=1              debug lines on stderr`;
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command()
+    .name("pyro")
+    .description("Disposable microVM sandboxes for AI agents: run commands in real Linux guests (QEMU microvm).")
+    .version(version(), "-V, --version")
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", EXIT_HELP)
+    .exitOverride();
+  registerRun(program, ctx);
+  registerEnv(program, ctx);
+  registerVm(program, ctx);
+  registerDoctor(program, ctx);
+  registerDemo(program, ctx);
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
+  return program;
+}
+
+/** Runs the CLI and returns the process exit status. The only place errors become exit codes. */
+export async function main(argv: string[] = process.argv): Promise<number> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = () => {
+    interrupts += 1;
+    controller.abort();
+    if (interrupts === 1) process.stderr.write("\npyro: cancelling and cleaning up (press Ctrl-C again to force)\n");
+    else process.exit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const ctx = newContext(new Pyro(), controller.signal);
+  try {
+    await buildProgram(ctx).parseAsync(argv);
+    return ctx.exitCode;
+  } catch (error) {
+    ctx.progress.stop();
+    if (error instanceof CommanderError) {
+      // Help and version requests are not failures.
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      return EXIT_CODES[ErrorCode.invalidArgument];
+    }
+    const failure = controller.signal.aborted && !(error instanceof PyroError) ? new PyroError(ErrorCode.cancelled, "cancelled") : toPyroError(error);
+    printError(failure, ctx.json);
+    return EXIT_CODES[failure.code];
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+/** Entry point of bin/pyro. */
+export function run(): void {
+  void main().then((code) => {
+    // Let buffered output reach a pipe before exiting.
+    process.stdout.write("", () => process.exit(code));
+  });
+}

@@ -1,0 +1,70 @@
+import pc from "picocolors";
+import { ErrorCode, type ErrorCodeValue, type PyroError } from "../errors.js";
+
+/** `vmId` → `vm_id`: JSON output speaks the MCP vocabulary. */
+export function snakeKey(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+export function toSnake(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(toSnake);
+  if (value !== null && typeof value === "object" && !(value instanceof Buffer)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [snakeKey(k), toSnake(v)]));
+  }
+  return value;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(toSnake(value), null, 2)}\n`);
+}
+
+/** Exit codes of pyro's own failures; a guest command's exit code passes through unchanged. */
+export const EXIT_CODES: Record<ErrorCodeValue, number> = {
+  [ErrorCode.invalidArgument]: 64,
+  [ErrorCode.unknownEnvironment]: 65,
+  [ErrorCode.vmNotFound]: 66,
+  [ErrorCode.vmNotRunning]: 67,
+  [ErrorCode.guestUnavailable]: 69,
+  [ErrorCode.internal]: 70,
+  [ErrorCode.environmentBuildFailed]: 71,
+  [ErrorCode.bootFailed]: 72,
+  [ErrorCode.bootTimeout]: 73,
+  [ErrorCode.agentError]: 74,
+  [ErrorCode.stateError]: 75,
+  [ErrorCode.cancelled]: 130,
+};
+
+/** SDK fields are camelCase; on the command line they are flags. */
+const FIELD_FLAGS: Record<string, string> = {
+  vcpuCount: "--vcpu-count",
+  memMib: "--mem-mib",
+  timeoutSeconds: "--timeout-seconds",
+  ttlSeconds: "--ttl-seconds",
+  command: "COMMAND (after --)",
+  environment: "ENVIRONMENT",
+  vmId: "VM_ID",
+};
+
+export function cliMessage(error: PyroError): string {
+  const field = typeof error.details?.field === "string" ? error.details.field : undefined;
+  if (field && FIELD_FLAGS[field] && error.message.startsWith(`${field}:`)) {
+    return `${FIELD_FLAGS[field]}${error.message.slice(field.length)}`;
+  }
+  return error.message;
+}
+
+/** One line of reason and one of hint on stderr; in --json mode a JSON error document on stdout too. */
+export function printError(error: PyroError, json: boolean): void {
+  const message = cliMessage(error);
+  if (json) process.stdout.write(`${JSON.stringify({ error: { code: error.code, message, hint: error.hint ?? null } }, null, 2)}\n`);
+  process.stderr.write(`${pc.red("error")}: ${message} ${pc.dim(`[${error.code}]`)}\n`);
+  if (error.hint) process.stderr.write(`${pc.dim("hint")}: ${error.hint}\n`);
+  const consoleTail = error.details?.consoleTail;
+  if (typeof consoleTail === "string" && consoleTail.trim()) {
+    process.stderr.write(`${pc.dim("guest console (tail):")}\n${consoleTail.trimEnd()}\n`);
+  }
+  const toolTail = error.details?.stderrTail;
+  if (typeof toolTail === "string" && toolTail.trim()) process.stderr.write(`${pc.dim("tool output (tail):")}\n${toolTail.trimEnd()}\n`);
+  const qemuTail = error.details?.qemuLogTail;
+  if (typeof qemuTail === "string" && qemuTail.trim()) process.stderr.write(`${pc.dim("qemu log (tail):")}\n${qemuTail.trimEnd()}\n`);
+}

@@ -1,0 +1,22 @@
+export { Pyro, type PyroOptions } from "./sdk/pyro.js";
+export type {
+  Accel,
+  CallOptions,
+  DeleteResult,
+  EnvironmentInfo,
+  ExecOptions,
+  ExecResult,
+  ExecutionMode,
+  NetworkInfo,
+  ProgressEvent,
+  PruneResult,
+  ReapResult,
+  RunOptions,
+  VmInfo,
+  VmOptions,
+  VmState,
+} from "./sdk/types.js";
+export type { DoctorReport, ToolReport } from "./sdk/doctor.js";
+export { Defaults } from "./config.js";
+export { CATALOG, type EnvironmentSpec } from "./environments/catalog.js";
+export { ErrorCode, InvalidArgumentError, PyroError, type ErrorCodeValue, type PyroErrorOptions } from "./errors.js";

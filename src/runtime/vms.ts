@@ -1,0 +1,317 @@
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { ExecHooks, ExecOutcome } from "../agent/client.js";
+import { hostExec } from "../backends/hostCompat/exec.js";
+import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
+import type { LaunchSpec } from "../backends/qemu/argv.js";
+import { bootVm, openSession, shutdownVm, vmFiles, type LockedSession } from "../backends/qemu/vm.js";
+import { Defaults, qemuBinary, type Paths } from "../config.js";
+import { EnvironmentStore, type ReadyEnvironment } from "../environments/store.js";
+import { ErrorCode, PyroError } from "../errors.js";
+import type { ProgressEvent } from "../sdk/types.js";
+import type { ResolvedVmOptions } from "../sdk/validate.js";
+import { pathExists } from "../util/fs.js";
+import { newId } from "../util/ids.js";
+import { debug } from "../util/log.js";
+import { isSameProcessAlive, killAndWait, runTool, which } from "../util/proc.js";
+import { VmStore, type ExecutionMode, type VmRecord } from "./store.js";
+
+export interface StartHooks {
+  signal?: AbortSignal;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface ExecRequestOptions {
+  command: string;
+  timeoutSeconds: number;
+  maxOutputBytes?: number;
+  cwd?: string;
+}
+
+/** Whether this host can boot guests, and if not, what is missing and how to fix it. */
+export interface GuestSupport {
+  ok: boolean;
+  missing: { what: string; fix: string }[];
+}
+
+/**
+ * Owns VM lifecycles: records, booting through the QEMU backend (or the
+ * host-compat fallback), command execution and teardown. Every method works
+ * from the on-disk record, so any process can act on a VM another one created.
+ */
+export class VmManager {
+  readonly store: VmStore;
+  readonly environments: EnvironmentStore;
+  /** Sessions opened by a boot in this process, handed to the first exec. */
+  private readonly bootSessions = new Map<string, LockedSession>();
+
+  constructor(
+    readonly paths: Paths,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.store = new VmStore(paths.stateDir);
+    this.environments = new EnvironmentStore(paths, env);
+  }
+
+  async guestSupport(environment: string): Promise<GuestSupport> {
+    const missing: GuestSupport["missing"] = [];
+    if (!(await which(qemuBinary(this.env)))) {
+      missing.push({ what: `QEMU (${qemuBinary(this.env)}) is not installed`, fix: "apt-get install qemu-system-x86 qemu-utils" });
+    }
+    if (!(await which("qemu-img"))) missing.push({ what: "qemu-img is not installed", fix: "apt-get install qemu-utils" });
+    const check = await this.environments.check(environment);
+    if (check.state !== "installed") {
+      if (!(await which("mmdebstrap"))) {
+        missing.push({ what: `environment ${environment} is not built and mmdebstrap is missing`, fix: "apt-get install mmdebstrap" });
+      } else if (process.getuid?.() !== 0) {
+        missing.push({ what: `environment ${environment} is not built and building needs root`, fix: `sudo pyro env pull ${environment}` });
+      }
+    }
+    return { ok: missing.length === 0, missing };
+  }
+
+  /** Creates the record. With allowHostCompat and no guest support, the VM runs on the host. */
+  async create(options: ResolvedVmOptions, hooks: StartHooks = {}): Promise<VmRecord> {
+    const support = await this.guestSupport(options.environment);
+    let executionMode: ExecutionMode = "guest";
+    if (!support.ok) {
+      if (!options.allowHostCompat) {
+        throw new PyroError(ErrorCode.guestUnavailable, `cannot boot a guest on this host: ${support.missing.map((m) => m.what).join("; ")}`, {
+          hint: `${support.missing.map((m) => m.fix).join("; ")} — or pass allowHostCompat to run on the host without isolation`,
+          details: { missing: support.missing },
+        });
+      }
+      executionMode = "host_compat";
+    }
+    if (executionMode === "guest") {
+      // Build (first use pulls) before the record exists, so a failed pull leaves nothing behind.
+      await this.environments.ensure(options.environment, { signal: hooks.signal, onProgress: hooks.onProgress });
+    }
+    const now = new Date();
+    const record: VmRecord = {
+      schema: 1,
+      vmId: newId(),
+      environment: options.environment,
+      vcpuCount: options.vcpuCount,
+      memMib: options.memMib,
+      ttlSeconds: options.ttlSeconds,
+      network: options.network,
+      allowHostCompat: options.allowHostCompat,
+      executionMode,
+      accel: null,
+      state: "created",
+      createdAt: now.toISOString(),
+      expiresAt: new Date(now.getTime() + options.ttlSeconds * 1000).toISOString(),
+      startedAt: null,
+      lastActivityAt: now.toISOString(),
+      qemu: null,
+      failure: null,
+    };
+    await this.store.create(record);
+    return record;
+  }
+
+  /** Boots a created or stopped VM. Starting a running VM is a no-op. */
+  async start(vmId: string, hooks: StartHooks = {}): Promise<VmRecord> {
+    const record = await this.refresh(await this.store.get(vmId));
+    if (record.state === "started") return record;
+    if (record.state === "starting") {
+      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} is being started by another process`, { hint: "wait a few seconds and check its status" });
+    }
+    if (record.executionMode === "host_compat") {
+      await mkdir(join(this.store.dir(vmId), "work"), { recursive: true });
+      return this.setState(vmId, { state: "started", startedAt: new Date().toISOString(), failure: null });
+    }
+    const environment = await this.environments.ensure(record.environment, { signal: hooks.signal, onProgress: hooks.onProgress });
+    const files = vmFiles(this.store.dir(vmId));
+    if (!(await pathExists(files.disk))) {
+      // The VM's own copy-on-write layer over the shared, read-only root image.
+      const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", environment.rootfsPath, files.disk]);
+      if (made.code !== 0) throw new PyroError(ErrorCode.bootFailed, `could not create the VM's disk: ${made.stderr.trim()}`);
+    }
+    const choice = await chooseAccel(this.paths.stateDir, this.env);
+    try {
+      return await this.boot(record, environment, choice.accel, hooks);
+    } catch (error) {
+      const kvmBroke = error instanceof PyroError && error.details?.kvmFailure === true;
+      if (!kvmBroke || choice.accel !== "kvm" || choice.forced) throw error;
+      // /dev/kvm looked usable but cannot run this guest: remember and fall back to TCG.
+      const log = typeof error.details?.qemuLogTail === "string" ? error.details.qemuLogTail : error.message;
+      await markKvmUnusable(this.paths.stateDir, log.trim().split("\n").pop() ?? "");
+      hooks.onProgress?.({ phase: "boot", message: "KVM cannot run the guest here; retrying with TCG" });
+      return this.boot(record, environment, "tcg", hooks);
+    }
+  }
+
+  private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks): Promise<VmRecord> {
+    const files = vmFiles(this.store.dir(record.vmId));
+    const spec: LaunchSpec = {
+      accel,
+      tscKhz: accel === "tcg" ? await hostTscKhz() : undefined,
+      vcpuCount: record.vcpuCount,
+      memMib: record.memMib,
+      network: record.network,
+      kernelPath: environment.kernelPath,
+      initramfsPath: environment.initramfsPath,
+      diskPath: files.disk,
+      qmpSocket: files.qmp,
+      serialSocket: files.serial,
+      agentSockets: files.agents,
+    };
+    const bootTimeoutSeconds = Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS) || Defaults.bootTimeoutSeconds;
+    hooks.onProgress?.({ phase: "boot", message: `booting ${record.environment} (${accel})` });
+    try {
+      const result = await bootVm(spec, files, {
+        deadline: Date.now() + bootTimeoutSeconds * 1000,
+        signal: hooks.signal,
+        hello: {
+          timeUnixMs: Date.now(),
+          entropy: randomBytes(64),
+          hostname: `pyro-${record.vmId}`,
+          machineId: randomBytes(16).toString("hex"),
+        },
+        onPhase: (message) => hooks.onProgress?.({ phase: "boot", message }),
+        onSpawned: async (qemu) => {
+          await this.setState(record.vmId, { state: "starting", qemu, accel, failure: null });
+        },
+      });
+      this.bootSessions.set(record.vmId, result.session);
+      return await this.setState(record.vmId, { state: "started", startedAt: new Date().toISOString(), qemu: result.qemu, accel });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      await this.setState(record.vmId, { state: "failed", failure: message }).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async setState(vmId: string, patch: Partial<VmRecord>): Promise<VmRecord> {
+    const next = await this.store.update(vmId, (current) => ({ ...current, ...patch }));
+    if (!next) throw new PyroError(ErrorCode.vmNotFound, `VM ${vmId} was deleted while in use`);
+    return next;
+  }
+
+  /** The record, with a dead QEMU reported (and recorded) as `failed`, never as running. */
+  async refresh(record: VmRecord): Promise<VmRecord> {
+    if (record.executionMode !== "guest" || (record.state !== "started" && record.state !== "starting") || !record.qemu) return record;
+    if (await isSameProcessAlive(record.qemu.pid, record.qemu.startTime)) return record;
+    const failure = "the VM's QEMU process exited unexpectedly";
+    return (await this.store.update(record.vmId, (current) => ({ ...current, state: "failed", failure }))) ?? { ...record, state: "failed", failure };
+  }
+
+  async status(vmId: string): Promise<VmRecord> {
+    return this.refresh(await this.store.get(vmId));
+  }
+
+  async list(): Promise<VmRecord[]> {
+    const records: VmRecord[] = [];
+    for (const id of await this.store.ids()) {
+      const record = await this.store.read(id).catch(() => undefined);
+      if (record) records.push(await this.refresh(record));
+    }
+    return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  /** Runs one command in a started VM. A non-zero exit is a result, not an error. */
+  async exec(vmId: string, request: ExecRequestOptions, hooks: ExecHooks = {}): Promise<{ record: VmRecord; outcome: ExecOutcome }> {
+    const record = await this.status(vmId);
+    if (record.state !== "started") {
+      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} is ${record.state}${record.failure ? ` (${record.failure})` : ""}`, {
+        hint: record.state === "failed" ? `delete it (pyro vm delete ${vmId}) and create a new one` : "start it first",
+      });
+    }
+    if (new Date(record.expiresAt).getTime() <= Date.now()) {
+      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} expired at ${record.expiresAt}`, { hint: "create a new VM, with a longer ttlSeconds if needed" });
+    }
+    const timeoutMs = request.timeoutSeconds * 1000;
+    const maxOutputBytes = request.maxOutputBytes ?? Defaults.maxOutputBytes;
+    let outcome: ExecOutcome;
+    if (record.executionMode === "host_compat") {
+      outcome = await hostExec(request.command, { cwd: join(this.store.dir(vmId), "work"), timeoutMs, maxOutputBytes }, hooks);
+    } else {
+      const files = vmFiles(this.store.dir(vmId));
+      const locked =
+        this.takeBootSession(vmId) ?? (await openSession(files, { deadline: Date.now() + 30_000, signal: hooks.signal, hello: { timeUnixMs: Date.now() } }));
+      try {
+        outcome = await locked.session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes }, hooks);
+      } catch (error) {
+        const now = await this.status(vmId).catch(() => undefined);
+        if (now?.state === "failed") {
+          throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} died while running the command (${now.failure})`, {
+            cause: error,
+            hint: `delete it (pyro vm delete ${vmId}) and create a new one`,
+          });
+        }
+        throw error;
+      } finally {
+        locked.session.close();
+        await locked.release().catch(() => undefined);
+      }
+    }
+    const updated = await this.store.update(vmId, (current) => ({ ...current, lastActivityAt: new Date().toISOString() }));
+    return { record: updated ?? record, outcome };
+  }
+
+  private takeBootSession(vmId: string): LockedSession | undefined {
+    const session = this.bootSessions.get(vmId);
+    this.bootSessions.delete(vmId);
+    return session;
+  }
+
+  private async dropBootSession(vmId: string): Promise<void> {
+    const locked = this.takeBootSession(vmId);
+    if (locked) {
+      locked.session.close();
+      await locked.release().catch(() => undefined);
+    }
+  }
+
+  /** Powers the guest off (its disk is kept); `start` boots it again. */
+  async stop(vmId: string): Promise<VmRecord> {
+    await this.dropBootSession(vmId);
+    return this.store.locked(vmId, async () => {
+      const record = await this.refresh(await this.store.get(vmId));
+      if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
+      const next: VmRecord = { ...record, state: "stopped", qemu: null };
+      await this.store.create(next);
+      return next;
+    });
+  }
+
+  /** Kills the VM and removes every file of it. Deleting a missing VM reports deleted: false. */
+  async delete(vmId: string): Promise<boolean> {
+    await this.dropBootSession(vmId);
+    const record = await this.store.read(vmId).catch(() => undefined);
+    if (!record) {
+      // A directory without a readable record is still ours to clean.
+      const existed = await pathExists(this.store.dir(vmId));
+      if (existed) await this.store.remove(vmId);
+      return existed;
+    }
+    await this.store.locked(vmId, async () => {
+      const current = (await this.store.read(vmId).catch(() => undefined)) ?? record;
+      if (current.qemu) {
+        const gone = await killAndWait(current.qemu.pid, current.qemu.startTime);
+        if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of VM ${vmId} did not exit after SIGKILL`);
+      }
+      await this.store.remove(vmId);
+    });
+    debug("vm", `deleted ${vmId}`);
+    return true;
+  }
+
+  /** Deletes every VM whose time to live has passed. */
+  async reapExpired(now = Date.now()): Promise<string[]> {
+    const reaped: string[] = [];
+    for (const id of await this.store.ids()) {
+      const record = await this.store.read(id).catch(() => undefined);
+      if (!record || new Date(record.expiresAt).getTime() > now) continue;
+      try {
+        if (await this.delete(id)) reaped.push(id);
+      } catch (error) {
+        debug("reaper", `could not reap ${id}: ${String(error)}`);
+      }
+    }
+    return reaped;
+  }
+}

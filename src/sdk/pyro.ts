@@ -1,0 +1,248 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { USER_NET } from "../backends/qemu/argv.js";
+import type { ExecOutcome } from "../agent/client.js";
+import { resolvePaths, type Paths } from "../config.js";
+import { CATALOG, requireEnvironment } from "../environments/catalog.js";
+import type { EnvironmentManifest } from "../environments/store.js";
+import { PyroError, ErrorCode } from "../errors.js";
+import type { VmRecord } from "../runtime/store.js";
+import { VmManager } from "../runtime/vms.js";
+import { debug } from "../util/log.js";
+import { runDoctor, type DoctorReport } from "./doctor.js";
+import type {
+  CallOptions,
+  DeleteResult,
+  EnvironmentInfo,
+  ExecOptions,
+  ExecResult,
+  NetworkInfo,
+  PruneResult,
+  ReapResult,
+  RunOptions,
+  VmInfo,
+  VmOptions,
+} from "./types.js";
+import { requireId, resolveExecOptions, resolveVmOptions } from "./validate.js";
+
+export interface PyroOptions {
+  /** Where VM records and sockets live. Default `$PYRO_STATE_DIR` or `~/.local/state/pyro-mcp`. */
+  stateDir?: string;
+  /** Cache root. Default `$PYRO_CACHE_DIR` or `~/.cache/pyro-mcp`. */
+  cacheDir?: string;
+  /** Built environments. Default `$PYRO_ENVIRONMENT_CACHE_DIR` or `<cacheDir>/environments`. */
+  environmentsDir?: string;
+  /** Environment variables to read settings from. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+}
+
+const REAP_INTERVAL_MS = 30_000;
+
+/**
+ * Disposable microVM sandboxes. One instance per process is enough; every
+ * operation reads and writes the shared on-disk state, so several processes
+ * (CLI, SDK, MCP server) can work on the same VMs.
+ */
+export class Pyro {
+  readonly paths: Paths;
+  private readonly vms: VmManager;
+  private lastReap = 0;
+
+  constructor(options: PyroOptions = {}) {
+    const env = options.env ?? process.env;
+    this.paths = resolvePaths(options, env);
+    this.vms = new VmManager(this.paths, env);
+  }
+
+  /** Expired VMs are cleaned up by whichever pyro process runs next. */
+  private async reapOpportunistically(): Promise<void> {
+    if (Date.now() - this.lastReap < REAP_INTERVAL_MS) return;
+    this.lastReap = Date.now();
+    await this.vms.reapExpired().catch((error: unknown) => debug("reaper", String(error)));
+  }
+
+  /**
+   * Runs one command in a fresh VM and deletes the VM afterwards, whatever
+   * happens. The usual way in: one call, one command, automatic cleanup.
+   */
+  async runInVm(options: RunOptions): Promise<ExecResult> {
+    const vm = resolveVmOptions(options);
+    const exec = resolveExecOptions(options);
+    await this.reapOpportunistically();
+    const record = await this.vms.create(vm, options);
+    let outcome: ExecOutcome | undefined;
+    try {
+      const started = await this.vms.start(record.vmId, options);
+      options.onProgress?.({ phase: "exec", message: "running the command" });
+      const result = await this.vms.exec(started.vmId, exec, { signal: options.signal, onOutput: options.onOutput });
+      outcome = result.outcome;
+      return toExecResult(result.record, outcome, { vmDeleted: true });
+    } finally {
+      options.onProgress?.({ phase: "cleanup", message: "deleting the VM" });
+      await this.vms.delete(record.vmId);
+    }
+  }
+
+  /** Creates a VM record (pulling the environment on first use) without booting it. */
+  async createVm(options: VmOptions): Promise<VmInfo> {
+    const vm = resolveVmOptions(options);
+    await this.reapOpportunistically();
+    return toVmInfo(await this.vms.create(vm, options));
+  }
+
+  /** Boots a created (or stopped) VM. */
+  async startVm(vmId: string, options: CallOptions = {}): Promise<VmInfo> {
+    await this.reapOpportunistically();
+    return toVmInfo(await this.vms.start(requireId("vmId", vmId), options));
+  }
+
+  /**
+   * Runs one command in a started VM, then deletes the VM (as pyro-mcp's
+   * vm_exec does). For repeated commands in one place use a workspace.
+   */
+  async execVm(vmId: string, options: ExecOptions): Promise<ExecResult> {
+    const id = requireId("vmId", vmId);
+    const exec = resolveExecOptions(options);
+    try {
+      const { record, outcome } = await this.vms.exec(id, exec, { signal: options.signal, onOutput: options.onOutput });
+      return toExecResult(record, outcome, { vmDeleted: true });
+    } finally {
+      await this.vms.delete(id);
+    }
+  }
+
+  async statusVm(vmId: string): Promise<VmInfo> {
+    return toVmInfo(await this.vms.status(requireId("vmId", vmId)));
+  }
+
+  async listVms(): Promise<VmInfo[]> {
+    await this.reapOpportunistically();
+    return (await this.vms.list()).map(toVmInfo);
+  }
+
+  /** Powers the guest off; its disk is kept and `startVm` boots it again. */
+  async stopVm(vmId: string): Promise<VmInfo> {
+    return toVmInfo(await this.vms.stop(requireId("vmId", vmId)));
+  }
+
+  async deleteVm(vmId: string): Promise<DeleteResult> {
+    const id = requireId("vmId", vmId);
+    const deleted = await this.vms.delete(id);
+    if (!deleted) throw new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted already" });
+    return { vmId: id, deleted };
+  }
+
+  async networkInfoVm(vmId: string): Promise<NetworkInfo> {
+    const record = await this.vms.status(requireId("vmId", vmId));
+    const on = record.network && record.executionMode === "guest";
+    const [ip, prefix] = USER_NET.ip.split("/");
+    return {
+      vmId: record.vmId,
+      network: record.network,
+      mode: on ? "user" : "none",
+      interface: on ? "eth0" : null,
+      guestIp: on ? (ip ?? null) : null,
+      prefixLength: on ? Number(prefix) : null,
+      gateway: on ? USER_NET.gateway : null,
+      dns: on ? USER_NET.dns : null,
+    };
+  }
+
+  /** Deletes every VM whose time to live has passed. */
+  async reapExpired(): Promise<ReapResult> {
+    const reapedVmIds = await this.vms.reapExpired();
+    this.lastReap = Date.now();
+    return { reapedVmIds, count: reapedVmIds.length };
+  }
+
+  async listEnvironments(): Promise<EnvironmentInfo[]> {
+    return Promise.all(CATALOG.map((spec) => this.inspectEnvironment(spec.name)));
+  }
+
+  /** Builds the environment now (normally the first run does it), verifying an existing one. */
+  async pullEnvironment(name: string, options: CallOptions & { force?: boolean } = {}): Promise<EnvironmentInfo> {
+    requireEnvironment(requireId("environment", name));
+    await this.vms.environments.pull(name, { force: options.force, onProgress: options.onProgress, signal: options.signal });
+    return this.inspectEnvironment(name);
+  }
+
+  async inspectEnvironment(name: string): Promise<EnvironmentInfo> {
+    const spec = requireEnvironment(requireId("environment", name));
+    const store = this.vms.environments;
+    const check = await store.check(name);
+    const manifest: EnvironmentManifest | undefined = check.manifest;
+    const dir = store.entryDir(name);
+    let sizeBytes: number | null = null;
+    if (manifest && check.state === "installed") {
+      sizeBytes = 0;
+      for (const file of Object.values(manifest.files)) sizeBytes += (await stat(join(dir, file.path)).catch(() => ({ blocks: 0 }))).blocks * 512;
+    }
+    return {
+      name: spec.name,
+      description: spec.description,
+      state: check.state,
+      installed: check.state === "installed",
+      packages: [...spec.packages],
+      suite: spec.suite,
+      diskMib: spec.diskMib,
+      kernelRelease: manifest?.kernelRelease ?? null,
+      builtAt: manifest?.builtAt ?? null,
+      sizeBytes,
+      cachePath: dir,
+      digests: manifest
+        ? {
+            kernel: manifest.files.kernel.sha256,
+            initramfs: manifest.files.initramfs.sha256,
+            rootfs: manifest.files.rootfs.sha256,
+            agent: manifest.agent.sha256,
+          }
+        : null,
+    };
+  }
+
+  /** Removes cache entries that are no longer used. */
+  async pruneEnvironments(): Promise<PruneResult> {
+    return this.vms.environments.prune();
+  }
+
+  /** Checks this host: KVM, the accelerator that will be used, tools, cache, and (when possible) a real guest boot and exec. */
+  async doctor(options: CallOptions & { bootCheck?: boolean } = {}): Promise<DoctorReport> {
+    return runDoctor(this, this.vms, options);
+  }
+}
+
+export function toVmInfo(record: VmRecord): VmInfo {
+  return {
+    vmId: record.vmId,
+    environment: record.environment,
+    state: record.state,
+    executionMode: record.executionMode,
+    accel: record.executionMode === "guest" ? record.accel : null,
+    vcpuCount: record.vcpuCount,
+    memMib: record.memMib,
+    ttlSeconds: record.ttlSeconds,
+    network: record.network,
+    createdAt: record.createdAt,
+    expiresAt: record.expiresAt,
+    startedAt: record.startedAt,
+    lastActivityAt: record.lastActivityAt,
+    failure: record.failure,
+  };
+}
+
+function toExecResult(record: VmRecord, outcome: ExecOutcome, cleanup?: { vmDeleted: boolean }): ExecResult {
+  return {
+    vmId: record.vmId,
+    environment: record.environment,
+    exitCode: outcome.exitCode,
+    stdout: outcome.stdout.toString("utf8"),
+    stderr: outcome.stderr.toString("utf8"),
+    durationMs: outcome.durationMs,
+    timedOut: outcome.timedOut,
+    stdoutTruncated: outcome.stdoutTruncated,
+    stderrTruncated: outcome.stderrTruncated,
+    executionMode: record.executionMode,
+    accel: record.executionMode === "guest" ? record.accel : null,
+    ...(cleanup ? { cleanup } : {}),
+  };
+}

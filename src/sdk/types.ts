@@ -1,0 +1,128 @@
+import type { Accel } from "../backends/qemu/accel.js";
+import type { ExecutionMode, VmState } from "../runtime/store.js";
+
+export type { Accel, ExecutionMode, VmState };
+
+/** A step of a long operation (environment pull, boot), for progress display. */
+export interface ProgressEvent {
+  /** kernel, rootfs, image, initramfs, verify, boot, restore, exec, cleanup, done */
+  phase: string;
+  message: string;
+}
+
+export interface CallOptions {
+  /** Aborting cancels the operation: a running command is killed and its VM cleaned up. */
+  signal?: AbortSignal;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface VmOptions extends CallOptions {
+  /** Environment name from the catalog, e.g. `debian:12`. */
+  environment: string;
+  /** Virtual CPUs, 1 to the host's core count. Default 1. */
+  vcpuCount?: number;
+  /** Guest memory in MiB, at least 128. Default 1024. */
+  memMib?: number;
+  /** Seconds until the VM expires and is reaped. Default 600. */
+  ttlSeconds?: number;
+  /** Give the guest a NIC with outbound access (QEMU user-mode networking). Default false. */
+  network?: boolean;
+  /**
+   * When no guest can be booted on this host, run commands directly on the host
+   * instead, with no isolation. Default false: fail with `guest_unavailable`.
+   */
+  allowHostCompat?: boolean;
+}
+
+export interface ExecOptions extends CallOptions {
+  /** Shell command line, run with `bash -lc` in the guest (in `/workspace`). */
+  command: string;
+  /** Seconds before the command's whole process group is killed (result `timedOut`, exit code 124). Default 30. */
+  timeoutSeconds?: number;
+  /** Called with output as it arrives (bounded like the result). */
+  onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
+}
+
+export type RunOptions = VmOptions & ExecOptions;
+
+export interface ExecResult {
+  vmId: string;
+  environment: string;
+  /** The command's exit status; 128+N when killed by signal N; 124 when timed out. */
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Time the command ran, measured by the guest agent (or the host in host_compat mode). */
+  durationMs: number;
+  timedOut: boolean;
+  /** More output was produced than kept (1 MiB per stream). */
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  executionMode: ExecutionMode;
+  /** How the guest was accelerated; null in host_compat mode. */
+  accel: Accel | null;
+  /** Present when the call removed the VM afterwards (runInVm, execVm). */
+  cleanup?: { vmDeleted: boolean };
+}
+
+export interface VmInfo {
+  vmId: string;
+  environment: string;
+  state: VmState;
+  executionMode: ExecutionMode;
+  accel: Accel | null;
+  vcpuCount: number;
+  memMib: number;
+  ttlSeconds: number;
+  network: boolean;
+  createdAt: string;
+  expiresAt: string;
+  startedAt: string | null;
+  lastActivityAt: string;
+  /** Why the VM failed (state `failed`), e.g. its QEMU process died. */
+  failure: string | null;
+}
+
+export interface NetworkInfo {
+  vmId: string;
+  network: boolean;
+  /** `user` (QEMU user-mode NAT, outbound only) or `none` (no NIC at all). */
+  mode: "user" | "none";
+  interface: string | null;
+  guestIp: string | null;
+  prefixLength: number | null;
+  gateway: string | null;
+  dns: string | null;
+}
+
+export interface ReapResult {
+  reapedVmIds: string[];
+  count: number;
+}
+
+export interface DeleteResult {
+  vmId: string;
+  deleted: boolean;
+}
+
+export interface EnvironmentInfo {
+  name: string;
+  description: string;
+  /** `installed`, `not_installed`, `stale` (older catalog) or `corrupt`. */
+  state: "installed" | "not_installed" | "stale" | "corrupt";
+  installed: boolean;
+  packages: string[];
+  suite: string;
+  diskMib: number;
+  kernelRelease: string | null;
+  builtAt: string | null;
+  /** Bytes on disk of the cached kernel, initramfs and root image. */
+  sizeBytes: number | null;
+  cachePath: string;
+  digests: { kernel: string; initramfs: string; rootfs: string; agent: string } | null;
+}
+
+export interface PruneResult {
+  removed: string[];
+  freedBytes: number;
+}

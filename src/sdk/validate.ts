@@ -1,0 +1,69 @@
+import { availableParallelism, totalmem } from "node:os";
+import { Defaults, Limits } from "../config.js";
+import { requireEnvironment } from "../environments/catalog.js";
+import { InvalidArgumentError } from "../errors.js";
+import type { ExecOptions, VmOptions } from "./types.js";
+
+export interface ResolvedVmOptions {
+  environment: string;
+  vcpuCount: number;
+  memMib: number;
+  ttlSeconds: number;
+  network: boolean;
+  allowHostCompat: boolean;
+}
+
+export interface ResolvedExecOptions {
+  command: string;
+  timeoutSeconds: number;
+}
+
+function integer(field: string, value: unknown, min: number, max: number, hint?: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) throw new InvalidArgumentError(field, `must be a whole number, got ${JSON.stringify(value)}`, hint);
+  if (value < min || value > max) throw new InvalidArgumentError(field, `must be between ${min} and ${max}, got ${value}`, hint);
+  return value;
+}
+
+function boolean(field: string, value: unknown): boolean {
+  if (typeof value !== "boolean") throw new InvalidArgumentError(field, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Applies the contract's defaults and refuses bad values before anything starts. */
+export function resolveVmOptions(options: VmOptions): ResolvedVmOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidArgumentError("options", "must be an object");
+  if (typeof options.environment !== "string" || options.environment === "") {
+    throw new InvalidArgumentError("environment", "is required", "e.g. debian:12; see `pyro env list`");
+  }
+  requireEnvironment(options.environment);
+  const cores = availableParallelism();
+  const hostMib = Math.floor(totalmem() / (1024 * 1024));
+  return {
+    environment: options.environment,
+    vcpuCount: integer("vcpuCount", options.vcpuCount ?? Defaults.vcpuCount, 1, cores, `this host has ${cores} cores`),
+    memMib: integer("memMib", options.memMib ?? Defaults.memMib, Limits.minMemMib, Math.min(Limits.maxMemMib, hostMib), `guests need at least ${Limits.minMemMib} MiB`),
+    ttlSeconds: integer("ttlSeconds", options.ttlSeconds ?? Defaults.ttlSeconds, 1, Limits.maxTtlSeconds),
+    network: boolean("network", options.network ?? Defaults.network),
+    allowHostCompat: boolean("allowHostCompat", options.allowHostCompat ?? Defaults.allowHostCompat),
+  };
+}
+
+export function resolveExecOptions(options: ExecOptions): ResolvedExecOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidArgumentError("options", "must be an object");
+  if (typeof options.command !== "string" || options.command.trim() === "") {
+    throw new InvalidArgumentError("command", "must be a non-empty command line", 'e.g. "git --version"');
+  }
+  if (Buffer.byteLength(options.command) > Limits.maxCommandBytes) {
+    throw new InvalidArgumentError("command", `is longer than ${Limits.maxCommandBytes} bytes`, "put long scripts in a file in the workspace instead");
+  }
+  if (options.command.includes("\0")) throw new InvalidArgumentError("command", "must not contain NUL bytes");
+  return {
+    command: options.command,
+    timeoutSeconds: integer("timeoutSeconds", options.timeoutSeconds ?? Defaults.timeoutSeconds, 1, Limits.maxTimeoutSeconds),
+  };
+}
+
+export function requireId(field: string, value: unknown): string {
+  if (typeof value !== "string" || value === "") throw new InvalidArgumentError(field, "is required");
+  return value;
+}

@@ -1,0 +1,8 @@
+import { randomBytes } from "node:crypto";
+
+/** Short random ids: 12 hex digits keep socket paths short and collisions negligible. */
+export function newId(): string {
+  return randomBytes(6).toString("hex");
+}
+
+export const ID_PATTERN = /^[0-9a-f]{12}$/;

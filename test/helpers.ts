@@ -1,0 +1,96 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Pyro } from "../src/index.js";
+
+export const ROOT = resolve(import.meta.dirname, "..");
+export const PYRO_BIN = join(ROOT, "bin", "pyro");
+
+/**
+ * Each test file gets its own state directory (so leftovers are attributable)
+ * and shares the user's environment cache, so environments are built once per
+ * machine (or CI run) and reused by every test.
+ */
+export function tempStateDir(prefix = "pyro-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Largest resident set size seen while the process ran, in bytes. */
+  peakRssBytes: number;
+  wallMs: number;
+}
+
+/** Runs the built CLI as a real process. */
+export function runCli(args: string[], options: { stateDir: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = { stateDir: "" }): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, [PYRO_BIN, ...args], {
+      env: { ...process.env, PYRO_STATE_DIR: options.stateDir, PYRO_PROGRESS: "0", ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    let peakRssBytes = 0;
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const sampler = setInterval(() => {
+      try {
+        const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+        const match = /VmRSS:\s+(\d+) kB/.exec(status);
+        if (match) peakRssBytes = Math.max(peakRssBytes, Number(match[1]) * 1024);
+      } catch {
+        // exited
+      }
+    }, 25);
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 180_000);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearInterval(sampler);
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr, peakRssBytes, wallMs: Date.now() - started });
+    });
+  });
+}
+
+/** QEMU processes whose command line mentions `needle` (a state directory). */
+export function qemuProcessesUnder(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmdline.includes("qemu-system") && cmdline.includes(needle)) pids.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/** VM directories left under a state directory. */
+export function vmDirsUnder(stateDir: string): string[] {
+  try {
+    return readdirSync(join(stateDir, "vms"));
+  } catch {
+    return [];
+  }
+}
+
+let pulled: Promise<unknown> | undefined;
+
+/** Builds debian:12 once (the first test run pays for it; later runs reuse the cache). */
+export function ensureEnvironment(name = "debian:12"): Promise<unknown> {
+  pulled ??= new Pyro().pullEnvironment(name, {
+    onProgress: (e) => process.stderr.write(`# pull ${name}: ${e.message}\n`),
+  });
+  return pulled;
+}
