@@ -349,6 +349,10 @@ const CUSTOMIZE_SCRIPT = [
   'printf "127.0.0.1\\tlocalhost\\n127.0.1.1\\tpyro\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n" > "$1/etc/hosts"',
   ': > "$1/etc/machine-id"',
   'rm -f "$1/etc/resolv.conf"',
+  // Every command runs through a login shell; under emulation each fork costs
+  // tens of milliseconds, so the profile scripts' subprocesses (id -u, mesg) go.
+  `sed -i 's/"\$(id -u)"/"\${EUID:-\$(id -u)}"/' "$1/etc/profile"`,
+  `sed -i '/^mesg n/d' "$1/root/.profile"`,
   'rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*.bin',
 ].join(" && ");
 
