@@ -351,7 +351,7 @@ const CUSTOMIZE_SCRIPT = [
   'rm -f "$1/etc/resolv.conf"',
   // Every command runs through a login shell; under emulation each fork costs
   // tens of milliseconds, so the profile scripts' subprocesses (id -u, mesg) go.
-  `sed -i 's/"\$(id -u)"/"\${EUID:-\$(id -u)}"/' "$1/etc/profile"`,
+  `sed -i 's/"$(id -u)"/"\${EUID:-$(id -u)}"/' "$1/etc/profile"`,
   `sed -i '/^mesg n/d' "$1/root/.profile"`,
   'rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*.bin',
 ].join(" && ");
