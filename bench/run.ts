@@ -1,12 +1,13 @@
 /**
  * Benchmarks on real guests, all in one run so the figures are comparable:
- * cold boot to a ready agent, runInVm of `true` end to end, exec round trip in
- * a running VM, and host `bash -c true` as the floor.
+ * cold boot, restore from a template snapshot, runInVm end to end both ways,
+ * exec round trip in a running VM, host `bash -c true` as the floor,
+ * throughput with 1, 2 and 4 runs in parallel, and QEMU memory per VM.
  *
  *   npm run bench [-- --runs N] [-- --json]
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -15,8 +16,10 @@ import { VmManager } from "../src/runtime/vms.js";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false } } });
 const runs = Math.max(1, Number(values.runs));
+const restoreRuns = Math.max(20, runs);
 const stateDir = mkdtempSync(join(tmpdir(), "pyro-bench-"));
 const pyro = new Pyro({ stateDir });
+const cold = new Pyro({ stateDir, env: { ...process.env, PYRO_TEMPLATES: "0" } });
 const runtime = new VmManager(pyro.paths);
 
 interface Stats {
@@ -30,8 +33,9 @@ interface Stats {
 
 function stats(name: string, samples: number[]): Stats {
   const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-  const median = sorted.length % 2 ? at(0.5) : ((sorted[sorted.length / 2 - 1] ?? 0) + (sorted[sorted.length / 2] ?? 0)) / 2;
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
   return { name, runs: samples.length, minMs: sorted[0] ?? NaN, medianMs: median, p95Ms: at(0.95), maxMs: sorted[sorted.length - 1] ?? NaN };
 }
 
@@ -41,60 +45,111 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - started;
 }
 
+async function repeat(count: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) samples.push(await time(fn));
+  return samples;
+}
+
 function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
 
+function rssMib(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
 async function main(): Promise<void> {
-  await pyro.pullEnvironment("debian:12");
+  await pyro.pullEnvironment("debian:12", { warm: true });
   const results: Stats[] = [];
 
   log(`cold boot to agent ready, ${runs} runs`);
-  const boots: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  results.push(
+    stats(
+      "cold boot to agent ready",
+      await repeat(runs, async () => {
+        const vm = await cold.createVm({ environment: "debian:12" });
+        try {
+          await cold.startVm(vm.vmId);
+        } finally {
+          await cold.deleteVm(vm.vmId);
+        }
+      }),
+    ),
+  );
+
+  log(`restore from template to agent ready, ${restoreRuns} runs`);
+  const restores: number[] = [];
+  for (let i = 0; i < restoreRuns; i++) {
     const vm = await pyro.createVm({ environment: "debian:12" });
-    boots.push(await time(() => pyro.startVm(vm.vmId)));
+    restores.push(await time(() => pyro.startVm(vm.vmId)));
     await pyro.deleteVm(vm.vmId);
   }
-  results.push(stats("cold boot to agent ready", boots));
+  results.push(stats("restore to agent ready", restores));
 
-  log(`runInVm("true") end to end, ${runs} runs`);
-  const ends: number[] = [];
-  for (let i = 0; i < runs; i++) ends.push(await time(() => pyro.runInVm({ environment: "debian:12", command: "true" })));
-  results.push(stats("runInVm true, end to end", ends));
+  log(`runInVm("true") cold, ${runs} runs`);
+  results.push(stats("runInVm true, cold boot", await repeat(runs, () => cold.runInVm({ environment: "debian:12", command: "true" }))));
+
+  log(`runInVm("true") restored, ${restoreRuns} runs`);
+  results.push(stats("runInVm true, restored", await repeat(restoreRuns, () => pyro.runInVm({ environment: "debian:12", command: "true" }))));
 
   log(`exec round trip in a running VM, ${runs} runs`);
   const vm = await pyro.createVm({ environment: "debian:12" });
   await pyro.startVm(vm.vmId);
-  await runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 }); // first exec pays for the boot session
-  const execs: number[] = [];
-  for (let i = 0; i < runs; i++) execs.push(await time(() => runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 })));
+  await runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 }); // the first exec uses the boot's session
+  results.push(stats("exec round trip (bash -lc true)", await repeat(runs, () => runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 }))));
   await pyro.deleteVm(vm.vmId);
-  results.push(stats("exec round trip (bash -lc true)", execs));
 
   log(`host bash -c true, ${runs} runs`);
-  const host: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  results.push(stats("host bash -c true (floor)", await repeat(runs, () => Promise.resolve(spawnSync("bash", ["-c", "true"])))));
+
+  const throughput: { parallel: number; runs: number; runsPerSecond: number }[] = [];
+  for (const parallel of [1, 2, 4]) {
+    const total = parallel * 4;
+    log(`throughput: ${total} restored runInVm, ${parallel} at a time`);
+    let next = 0;
     const started = performance.now();
-    spawnSync("bash", ["-c", "true"]);
-    host.push(performance.now() - started);
+    await Promise.all(
+      Array.from({ length: parallel }, async () => {
+        while (next++ < total) await pyro.runInVm({ environment: "debian:12", command: "true" });
+      }),
+    );
+    throughput.push({ parallel, runs: total, runsPerSecond: total / ((performance.now() - started) / 1000) });
   }
-  results.push(stats("host bash -c true (floor)", host));
+
+  log("QEMU resident memory of restored 1024 MiB guests (4 at once)");
+  const held = await Promise.all([1, 2, 3, 4].map(async () => pyro.startVm((await pyro.createVm({ environment: "debian:12", memMib: 1024 })).vmId)));
+  const rss: number[] = [];
+  for (const info of held) {
+    const record = await runtime.status(info.vmId);
+    if (record.qemu) rss.push(rssMib(record.qemu.pid));
+  }
+  for (const info of held) await pyro.deleteVm(info.vmId);
+  const memory = { guestMemMib: 1024, qemuRssMib: rss.map((m) => Math.round(m)), averageMib: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length) };
 
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
+  const byName = (name: string) => results.find((r) => r.name === name)!;
+  const ratios = {
+    coldOverRestoreRunInVm: byName("runInVm true, cold boot").medianMs / byName("runInVm true, restored").medianMs,
+    coldBootOverRestore: byName("cold boot to agent ready").medianMs / byName("restore to agent ready").medianMs,
+    restoredRunInVmOverHostFloor: byName("runInVm true, restored").medianMs / byName("host bash -c true (floor)").medianMs,
+  };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, runs, results }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
   const rows = [["benchmark", "runs", "min", "median", "p95", "max"], ...results.map((r) => [r.name, String(r.runs), fmt(r.minMs), fmt(r.medianMs), fmt(r.p95Ms), fmt(r.maxMs)])];
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  process.stdout.write(`accelerator: ${accel}\n`);
-  for (const row of rows) process.stdout.write(`${row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ")}\n`);
-  const [boot, end, exec, floor] = results;
-  process.stdout.write(
-    `ratios (medians): runInVm/cold boot ${(end!.medianMs / boot!.medianMs).toFixed(2)}, exec/host floor ${(exec!.medianMs / floor!.medianMs).toFixed(1)}x\n`,
+  const out: string[] = [`accelerator: ${accel}`];
+  for (const row of rows) out.push(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));
+  out.push(
+    `ratios (medians): runInVm cold/restored ${ratios.coldOverRestoreRunInVm.toFixed(1)}x, boot cold/restore ${ratios.coldBootOverRestore.toFixed(1)}x, runInVm restored/host floor ${ratios.restoredRunInVmOverHostFloor.toFixed(1)}x`,
+    `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
+    `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
   );
+  process.stdout.write(`${out.join("\n")}\n`);
 }
 
 try {

@@ -314,7 +314,8 @@ export async function connectUnix(path: string, deadline: number, signal?: Abort
       });
     } catch (error) {
       lastError = error;
-      await new Promise((r) => setTimeout(r, 20));
+      // QEMU creates its sockets within tens of milliseconds of starting; poll briskly.
+      await new Promise((r) => setTimeout(r, 3));
     }
   }
   throw agentError(`could not connect to ${path}`, undefined, lastError);

@@ -5,7 +5,7 @@ import { agentBinaryPath, type Paths } from "../config.js";
 import { ErrorCode, PyroError } from "../errors.js";
 import { isErrno, pathExists, readJsonIfExists, sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs.js";
 import { withLock } from "../util/lock.js";
-import { runTool, which } from "../util/proc.js";
+import { pidAlive, runTool, which } from "../util/proc.js";
 import { CATALOG, CATALOG_VERSION, cacheKey, requireEnvironment, type EnvironmentSpec } from "./catalog.js";
 import { buildInitramfs } from "./initramfs.js";
 import { ensureKernel } from "./kernel.js";
@@ -62,6 +62,7 @@ const TOOLS = [
   { tool: "qemu-img", pkg: "qemu-utils" },
   { tool: "lz4", pkg: "lz4" },
   { tool: "depmod", pkg: "kmod" },
+  { tool: "zstd", pkg: "zstd" },
 ] as const;
 
 export class EnvironmentStore {
@@ -394,11 +395,5 @@ async function diskUsage(path: string): Promise<number> {
 function isBuildActive(dir: string): boolean {
   // Work dirs are named .build-KEY-PID-TIME; a live PID means the build is running.
   const match = /-(\d+)-\d+$/.exec(dir);
-  if (!match) return false;
-  try {
-    process.kill(Number(match[1]), 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return match !== null && pidAlive(Number(match[1]));
 }

@@ -30,6 +30,8 @@ export interface VmRecord {
   qemu: QemuProcess | null;
   /** Why the VM is in state `failed`. */
   failure: string | null;
+  /** How the VM last started: restored from a template snapshot, or booted cold. */
+  bootMode: "cold" | "restore" | null;
 }
 
 /** Plain files under the state directory: one directory per VM, its record written atomically under a lock. */

@@ -1,11 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { constants } from "node:fs";
+import { copyFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
 import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
-import type { LaunchSpec } from "../backends/qemu/argv.js";
-import { bootVm, openSession, shutdownVm, vmFiles, type LockedSession } from "../backends/qemu/vm.js";
+import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
+import { saveVmState } from "../backends/qemu/snapshot.js";
+import { bootVm, openSession, shutdownVm, vmFiles, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
 import { Defaults, qemuBinary, type Paths } from "../config.js";
 import { EnvironmentStore, type ReadyEnvironment } from "../environments/store.js";
 import { ErrorCode, PyroError } from "../errors.js";
@@ -14,8 +16,17 @@ import type { ResolvedVmOptions } from "../sdk/validate.js";
 import { pathExists } from "../util/fs.js";
 import { newId } from "../util/ids.js";
 import { debug } from "../util/log.js";
-import { isSameProcessAlive, killAndWait, runTool, which } from "../util/proc.js";
+import { isSameProcessAlive, killAndWait, pidAlive, processStartTime, runTool, which } from "../util/proc.js";
 import { VmStore, type ExecutionMode, type VmRecord } from "./store.js";
+import { environmentDigest, qemuIdentity, TEMPLATE_FORMAT, TemplateStore, type ReadyTemplate, type TemplateKey } from "./templates.js";
+
+const RESTORE_TIMEOUT_SECONDS = 20;
+
+/** The VM's own copy-on-write layer over the shared, read-only root image. */
+async function createOverlay(rootfsPath: string, diskPath: string): Promise<void> {
+  const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", rootfsPath, diskPath]);
+  if (made.code !== 0) throw new PyroError(ErrorCode.bootFailed, `could not create the VM's disk: ${made.stderr.trim()}`);
+}
 
 export interface StartHooks {
   signal?: AbortSignal;
@@ -43,6 +54,7 @@ export interface GuestSupport {
 export class VmManager {
   readonly store: VmStore;
   readonly environments: EnvironmentStore;
+  readonly templates: TemplateStore;
   /** Sessions opened by a boot in this process, handed to the first exec. */
   private readonly bootSessions = new Map<string, LockedSession>();
 
@@ -52,6 +64,7 @@ export class VmManager {
   ) {
     this.store = new VmStore(paths.stateDir);
     this.environments = new EnvironmentStore(paths, env);
+    this.templates = new TemplateStore(join(paths.cacheDir, "templates"));
   }
 
   async guestSupport(environment: string): Promise<GuestSupport> {
@@ -107,12 +120,18 @@ export class VmManager {
       lastActivityAt: now.toISOString(),
       qemu: null,
       failure: null,
+      bootMode: null,
     };
     await this.store.create(record);
     return record;
   }
 
-  /** Boots a created or stopped VM. Starting a running VM is a no-op. */
+  /**
+   * Boots a created or stopped VM. A fresh VM is restored from the template
+   * snapshot of its environment and shape (made on first use); a stopped VM,
+   * whose disk has its own changes, and any failed restore, boot cold.
+   * Starting a running VM is a no-op.
+   */
   async start(vmId: string, hooks: StartHooks = {}): Promise<VmRecord> {
     const record = await this.refresh(await this.store.get(vmId));
     if (record.state === "started") return record;
@@ -125,12 +144,12 @@ export class VmManager {
     }
     const environment = await this.environments.ensure(record.environment, { signal: hooks.signal, onProgress: hooks.onProgress });
     const files = vmFiles(this.store.dir(vmId));
-    if (!(await pathExists(files.disk))) {
-      // The VM's own copy-on-write layer over the shared, read-only root image.
-      const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", environment.rootfsPath, files.disk]);
-      if (made.code !== 0) throw new PyroError(ErrorCode.bootFailed, `could not create the VM's disk: ${made.stderr.trim()}`);
-    }
     const choice = await chooseAccel(this.paths.stateDir, this.env);
+    if (!(await pathExists(files.disk)) && this.env.PYRO_TEMPLATES !== "0") {
+      const restored = await this.startFromTemplate(record, environment, choice.accel, hooks);
+      if (restored) return restored;
+    }
+    if (!(await pathExists(files.disk))) await createOverlay(environment.rootfsPath, files.disk);
     try {
       return await this.boot(record, environment, choice.accel, hooks);
     } catch (error) {
@@ -144,26 +163,153 @@ export class VmManager {
     }
   }
 
-  private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks): Promise<VmRecord> {
-    const files = vmFiles(this.store.dir(record.vmId));
-    const spec: LaunchSpec = {
+  private async templateKey(environment: ReadyEnvironment, shape: MachineShape, accel: Accel): Promise<TemplateKey> {
+    const binary = (await which(qemuBinary(this.env))) ?? qemuBinary(this.env);
+    return {
+      format: TEMPLATE_FORMAT,
+      environment: environment.name,
+      environmentDigest: environmentDigest(environment.manifest),
       accel,
-      tscKhz: accel === "tcg" ? await hostTscKhz() : undefined,
-      vcpuCount: record.vcpuCount,
-      memMib: record.memMib,
-      network: record.network,
+      vcpuCount: shape.vcpuCount,
+      memMib: shape.memMib,
+      network: shape.network,
+      tscKhz: (await this.tscKhz(accel)) ?? null,
+      qemu: await qemuIdentity(binary),
+    };
+  }
+
+  private async tscKhz(accel: Accel): Promise<number | undefined> {
+    return accel === "tcg" ? hostTscKhz() : undefined;
+  }
+
+  /** Makes (or finds) the template for this VM's shape; undefined when there is none to use. */
+  async ensureTemplate(environment: ReadyEnvironment, shape: MachineShape, accel: Accel, hooks: StartHooks = {}): Promise<ReadyTemplate | undefined> {
+    const key = await this.templateKey(environment, shape, accel);
+    const found = await this.templates.lookup(key);
+    if ("template" in found) return found.template;
+    if ("discarded" in found) {
+      // Do not make the caller wait for a rebuild now; the next start makes a new one.
+      hooks.onProgress?.({ phase: "boot", message: `the template snapshot was unusable (${found.discarded}); booting cold` });
+      return undefined;
+    }
+    hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${environment.name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB) — first use only` });
+    try {
+      return await this.templates.build(key, (work) => this.makeTemplateState(work, environment, key));
+    } catch (error) {
+      if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
+      debug("template", `could not make a template, booting cold: ${error instanceof Error ? error.message : String(error)}`);
+      return undefined;
+    }
+  }
+
+  /** Removes unused environment cache entries, and templates of environments that were rebuilt since. */
+  async prune(): Promise<{ removed: string[]; freedBytes: number }> {
+    const result = await this.environments.prune();
+    const current = new Set<string>();
+    for (const entry of await this.environments.list()) {
+      if (entry.state === "installed" && entry.manifest) current.add(environmentDigest(entry.manifest));
+    }
+    const removed = await this.templates.prune((key) => key.format === TEMPLATE_FORMAT && current.has(key.environmentDigest));
+    return { removed: [...result.removed, ...removed], freedBytes: result.freedBytes };
+  }
+
+  /**
+   * Makes the template for the default machine shape ahead of time (pyro env
+   * pull --warm), so the first run restores instead of booting. Errors surface.
+   */
+  async warmTemplate(name: string, hooks: StartHooks = {}): Promise<ReadyTemplate> {
+    const environment = await this.environments.ensure(name, hooks);
+    const { accel } = await chooseAccel(this.paths.stateDir, this.env);
+    const shape = { vcpuCount: Defaults.vcpuCount, memMib: Defaults.memMib, network: Defaults.network };
+    const key = await this.templateKey(environment, shape, accel);
+    const found = await this.templates.find(key);
+    if (found) return found;
+    hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB, ${accel})` });
+    return this.templates.build(key, (work) => this.makeTemplateState(work, environment, key));
+  }
+
+  private async startFromTemplate(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks): Promise<VmRecord | undefined> {
+    const template = await this.ensureTemplate(environment, record, accel, hooks);
+    if (!template) return undefined;
+    const files = vmFiles(this.store.dir(record.vmId));
+    // The VM's disk starts as the template's, exactly as it was when the state was saved.
+    await copyFile(template.diskPath, files.disk, constants.COPYFILE_FICLONE);
+    try {
+      return await this.boot(record, environment, accel, hooks, template);
+    } catch (error) {
+      await rm(files.disk, { force: true });
+      if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
+      debug("template", `restore failed (${error instanceof Error ? error.message : String(error)}); booting cold and discarding ${template.dir}`);
+      hooks.onProgress?.({ phase: "boot", message: "restoring the template failed; booting cold (the template will be remade)" });
+      await this.templates.remove(template.dir);
+      return undefined;
+    }
+  }
+
+  /** Boots a VM cold, warms its login shell, and saves its state into `work`. */
+  private async makeTemplateState(work: string, environment: ReadyEnvironment, key: TemplateKey): Promise<void> {
+    const files = vmFiles(work);
+    await createOverlay(environment.rootfsPath, files.disk);
+    const memoryFile = { path: join(work, "ram"), shared: true };
+    const result = await bootVm(this.launchSpec(files, environment, key, key.tscKhz ?? undefined, { memoryFile }), files, {
+      deadline: Date.now() + this.bootTimeoutSeconds() * 1000,
+      hello: { timeUnixMs: Date.now() },
+    });
+    try {
+      // Every command starts a login shell; having run one puts its files in the saved page cache.
+      for (let i = 0; i < 2; i++) await result.session.session.exec({ shell: "true", timeoutMs: 30_000, maxOutputBytes: 1024 });
+      result.session.session.close();
+      await result.session.release();
+      await saveVmState(files.qmp, join(work, "state.zst"), Date.now() + 120_000);
+    } finally {
+      await killAndWait(result.qemu.pid, result.qemu.startTime);
+    }
+  }
+
+  private launchSpec(
+    files: VmFiles,
+    environment: ReadyEnvironment,
+    shape: MachineShape & { accel: Accel },
+    tscKhz: number | undefined,
+    extra: Pick<LaunchSpec, "incomingPath" | "memoryFile"> = {},
+  ): LaunchSpec {
+    return {
+      accel: shape.accel,
+      tscKhz,
+      vcpuCount: shape.vcpuCount,
+      memMib: shape.memMib,
+      network: shape.network,
       kernelPath: environment.kernelPath,
       initramfsPath: environment.initramfsPath,
       diskPath: files.disk,
       qmpSocket: files.qmp,
       serialSocket: files.serial,
       agentSockets: files.agents,
+      ...extra,
     };
-    const bootTimeoutSeconds = Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS) || Defaults.bootTimeoutSeconds;
-    hooks.onProgress?.({ phase: "boot", message: `booting ${record.environment} (${accel})` });
+  }
+
+  private bootTimeoutSeconds(): number {
+    return Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS) || Defaults.bootTimeoutSeconds;
+  }
+
+  private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks, template?: ReadyTemplate): Promise<VmRecord> {
+    const files = vmFiles(this.store.dir(record.vmId));
+    const incomingPath = template?.statePath;
+    const spec = this.launchSpec(
+      files,
+      environment,
+      { ...record, accel },
+      await this.tscKhz(accel),
+      template ? { incomingPath, memoryFile: { path: template.memoryPath, shared: false } } : {},
+    );
+    const bootMode = incomingPath ? "restore" : "cold";
+    // A restore that has not answered in this time is not going to; the cold boot fallback is better.
+    const timeoutSeconds = incomingPath ? Math.min(RESTORE_TIMEOUT_SECONDS, this.bootTimeoutSeconds()) : this.bootTimeoutSeconds();
+    hooks.onProgress?.({ phase: "boot", message: incomingPath ? `restoring ${record.environment} from its template (${accel})` : `booting ${record.environment} (${accel})` });
     try {
       const result = await bootVm(spec, files, {
-        deadline: Date.now() + bootTimeoutSeconds * 1000,
+        deadline: Date.now() + timeoutSeconds * 1000,
         signal: hooks.signal,
         hello: {
           timeUnixMs: Date.now(),
@@ -177,10 +323,11 @@ export class VmManager {
         },
       });
       this.bootSessions.set(record.vmId, result.session);
-      return await this.setState(record.vmId, { state: "started", startedAt: new Date().toISOString(), qemu: result.qemu, accel });
+      debug("vm", `${record.vmId} started (${bootMode}, ${accel})`);
+      return await this.setState(record.vmId, { state: "started", startedAt: new Date().toISOString(), qemu: result.qemu, accel, bootMode });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      await this.setState(record.vmId, { state: "failed", failure: message }).catch(() => undefined);
+      await this.setState(record.vmId, { state: "failed", qemu: null, failure: message }).catch(() => undefined);
       throw error;
     }
   }
@@ -312,6 +459,41 @@ export class VmManager {
         debug("reaper", `could not reap ${id}: ${String(error)}`);
       }
     }
+    await this.killOrphans();
     return reaped;
   }
+
+  /**
+   * Kills pyro's QEMU processes that nothing can reach any more: a VM whose
+   * directory was removed from under it, or a template build whose builder
+   * died. Without this they would run until the host reboots.
+   */
+  private async killOrphans(): Promise<void> {
+    for (const qemu of await listPyroQemus()) {
+      const inVms = qemu.qmpSocket.startsWith(`${this.store.vmsDir}/`);
+      const build = /\/templates\/\.build-(\d+)-\d+\/qmp\.sock$/.exec(qemu.qmpSocket);
+      let orphan = false;
+      if (inVms) orphan = !(await pathExists(join(dirname(qemu.qmpSocket), "vm.json")));
+      else if (build && qemu.qmpSocket.startsWith(`${this.templates.root}/`)) orphan = !pidAlive(Number(build[1]));
+      if (orphan) {
+        debug("reaper", `killing orphaned QEMU ${qemu.pid} (${qemu.qmpSocket})`);
+        await killAndWait(qemu.pid, qemu.startTime);
+      }
+    }
+  }
 }
+
+/** Running QEMU processes started by pyro, with the QMP socket that identifies each. */
+async function listPyroQemus(): Promise<{ pid: number; startTime: string | undefined; qmpSocket: string }[]> {
+  const found: { pid: number; startTime: string | undefined; qmpSocket: string }[] = [];
+  for (const entry of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
+    if (!argv[0]?.includes("qemu-system") || argv[1] !== "-name" || argv[2] !== "pyro") continue;
+    const qmp = argv[argv.indexOf("-qmp") + 1];
+    const match = qmp ? /^unix:([^,]+),/.exec(qmp) : null;
+    if (match?.[1]) found.push({ pid: Number(entry), startTime: await processStartTime(Number(entry)), qmpSocket: match[1] });
+  }
+  return found;
+}
+

@@ -159,10 +159,15 @@ export class Pyro {
     return Promise.all(CATALOG.map((spec) => this.inspectEnvironment(spec.name)));
   }
 
-  /** Builds the environment now (normally the first run does it), verifying an existing one. */
-  async pullEnvironment(name: string, options: CallOptions & { force?: boolean } = {}): Promise<EnvironmentInfo> {
+  /**
+   * Builds the environment now (normally the first run does it), verifying an
+   * existing one. With `warm`, also saves the template snapshot for the default
+   * machine shape, so the next run restores in well under a second.
+   */
+  async pullEnvironment(name: string, options: CallOptions & { force?: boolean; warm?: boolean } = {}): Promise<EnvironmentInfo> {
     requireEnvironment(requireId("environment", name));
     await this.vms.environments.pull(name, { force: options.force, onProgress: options.onProgress, signal: options.signal });
+    if (options.warm) await this.vms.warmTemplate(name, options);
     return this.inspectEnvironment(name);
   }
 
@@ -200,9 +205,9 @@ export class Pyro {
     };
   }
 
-  /** Removes cache entries that are no longer used. */
+  /** Removes cache entries that are no longer used: old environments, kernels, templates, leftovers of interrupted builds. */
   async pruneEnvironments(): Promise<PruneResult> {
-    return this.vms.environments.prune();
+    return this.vms.prune();
   }
 
   /** Checks this host: KVM, the accelerator that will be used, tools, cache, and (when possible) a real guest boot and exec. */
@@ -227,6 +232,7 @@ export function toVmInfo(record: VmRecord): VmInfo {
     startedAt: record.startedAt,
     lastActivityAt: record.lastActivityAt,
     failure: record.failure,
+    bootMode: record.bootMode ?? null,
   };
 }
 

@@ -81,6 +81,8 @@ export interface VmInfo {
   lastActivityAt: string;
   /** Why the VM failed (state `failed`), e.g. its QEMU process died. */
   failure: string | null;
+  /** How it last started: `restore` (from a template snapshot, fast) or `cold` (a full boot). */
+  bootMode: "cold" | "restore" | null;
 }
 
 export interface NetworkInfo {

@@ -20,6 +20,17 @@ export async function processStartTime(pid: number): Promise<string | undefined>
   return rest[19];
 }
 
+/** True when some process has this pid (it may not be ours; see isSameProcessAlive). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** True when `pid` is alive and is the same process that had `startTime`. */
 export async function isSameProcessAlive(pid: number, startTime: string | undefined): Promise<boolean> {
   const now = await processStartTime(pid);
@@ -41,7 +52,7 @@ export async function killAndWait(pid: number, startTime: string | undefined, ti
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!(await isSameProcessAlive(pid, startTime))) return true;
-    await sleep(20);
+    await sleep(5);
   }
   return false;
 }

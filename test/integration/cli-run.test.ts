@@ -127,16 +127,18 @@ describe("pyro run on real guests", () => {
 
   test("three runs in parallel all succeed", async () => {
     const runs = await Promise.all(
-      [1, 2, 3].map((n) => runCli(["run", "debian:12", "--json", "--", "sh", "-c", `echo run-${n}; cat /proc/sys/kernel/random/boot_id`], { stateDir })),
+      [1, 2, 3].map((n) => runCli(["run", "debian:12", "--json", "--", "sh", "-c", `echo run-${n}; hostname`], { stateDir })),
     );
-    const bootIds = new Set<string>();
+    const hostnames = new Set<string>();
     runs.forEach((r, i) => {
       assert.equal(r.code, 0, r.stderr);
-      const lines = String(json(r.stdout).stdout).split("\n");
+      const result = json(r.stdout);
+      const lines = String(result.stdout).split("\n");
       assert.equal(lines[0], `run-${i + 1}`);
-      bootIds.add(lines[1] ?? "");
+      assert.equal(lines[1], `pyro-${String(result.vm_id)}`);
+      hostnames.add(lines[1] ?? "");
     });
-    assert.equal(bootIds.size, 3, "each run had its own VM");
+    assert.equal(hostnames.size, 3, "each run had its own VM");
   });
 
   test("bad input is refused before anything starts, naming the field", async () => {

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import { release } from "node:os";
+import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro, PyroError } from "../../src/index.js";
+import { processStartTime } from "../../src/util/proc.js";
 import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
 
 const stateDir = tempStateDir();
@@ -125,6 +128,16 @@ describe("the SDK on real guests", () => {
     assert.equal(list.code, 0, list.stderr);
     assert.deepEqual((JSON.parse(list.stdout) as { vms: unknown[] }).vms, []);
     await rejectsWith(pyro.statusVm(third.vmId), "vm_not_found");
+  });
+
+  test("a QEMU whose VM directory vanished is found and killed by the reaper", async () => {
+    const vm = await pyro.createVm({ environment: "debian:12" });
+    await pyro.startVm(vm.vmId);
+    const pid = qemuPidOf(vm.vmId);
+    rmSync(join(stateDir, "vms", vm.vmId), { recursive: true, force: true });
+    await pyro.reapExpired();
+    // Gone, or a zombie waiting for this test process (its parent) to collect it.
+    assert.equal(await processStartTime(pid), undefined);
   });
 
   test("one process creates and starts, another inspects, a third execs", async () => {

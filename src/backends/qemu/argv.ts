@@ -25,6 +25,14 @@ export interface LaunchSpec extends MachineShape {
   agentSockets: readonly string[];
   /** Restore from a saved state file instead of booting (`-incoming`). */
   incomingPath?: string;
+  /**
+   * Guest RAM in a file instead of anonymous memory. A template's VM runs with
+   * `shared` RAM, so its memory is the file; VMs restored from it map the same
+   * file privately (copy on write), so the saved state carries only devices
+   * and a restore reads no RAM at all: pages come in as the guest touches
+   * them, from a page cache all clones share.
+   */
+  memoryFile?: { path: string; shared: boolean };
 }
 
 export const AGENT_PORTS = 4;
@@ -47,14 +55,16 @@ export function kernelCommandLine(shape: MachineShape & { accel: Accel; tscKhz?:
 export function qemuArgs(spec: LaunchSpec): string[] {
   const args = [
     "-name", "pyro",
-    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off",
+    "-M", `microvm,x-option-roms=off,isa-serial=on,rtc=off${spec.memoryFile ? ",memory-backend=ram0" : ""}`,
+    ...(spec.memoryFile
+      ? ["-object", `memory-backend-file,id=ram0,size=${spec.memMib}M,mem-path=${spec.memoryFile.path},share=${spec.memoryFile.shared ? "on" : "off"}`]
+      : []),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     ...(spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=256", "-cpu", "max"]),
     "-m", `${spec.memMib}M`,
     "-smp", String(spec.vcpuCount),
-    "-kernel", spec.kernelPath,
-    "-initrd", spec.initramfsPath,
-    "-append", kernelCommandLine(spec),
+    // A restore overwrites all of RAM; loading the kernel first would only cost time and memory.
+    ...(spec.incomingPath ? [] : ["-kernel", spec.kernelPath, "-initrd", spec.initramfsPath, "-append", kernelCommandLine(spec)]),
     "-qmp", `unix:${spec.qmpSocket},server=on,wait=off`,
     "-chardev", `socket,id=serial0,path=${spec.serialSocket},server=on,wait=off`,
     "-serial", "chardev:serial0",
@@ -70,7 +80,8 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   });
   args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0");
   if (spec.network) args.push("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0");
+  // Start paused either way: pyro attaches to the console before the guest runs.
   if (spec.incomingPath) args.push("-incoming", "defer");
-  else args.push("-S");
+  args.push("-S");
   return args;
 }

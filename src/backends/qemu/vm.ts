@@ -110,6 +110,8 @@ export interface LockedSession {
  */
 export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOptions): Promise<BootResult> {
   checkSocketPaths(files);
+  const t0 = performance.now();
+  const mark = (what: string) => debug("boot", `${(performance.now() - t0).toFixed(0)} ms ${what}`);
   const args = qemuArgs(spec);
   debug("qemu", `${qemuBinary()} ${args.join(" ")}`);
   const logFd = openSync(files.qemuLog, "a", 0o600);
@@ -141,6 +143,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   let qmp: QmpClient | undefined;
   let locked: LockedSession | undefined;
   try {
+    mark(`spawned QEMU pid ${qemu.pid}`);
     await options.onSpawned?.(qemu);
     const exitPromise = new Promise<never>((_, reject) => {
       onExit = () => reject(new PyroError(ErrorCode.bootFailed, `${exited}`));
@@ -151,15 +154,23 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
 
     qmp = await race(QmpClient.connect(files.qmp, Math.min(options.deadline, Date.now() + 15_000)));
     serial.attach(await race(connectUnix(files.serial, options.deadline)));
+    mark("QMP and console connected");
     if (spec.incomingPath) {
       options.onPhase?.("restoring saved state");
-      await race(qmp.execute("migrate-incoming", { uri: `exec:cat ${shellPath(spec.incomingPath)}` }, options.deadline));
-      await race(waitForRunState(qmp, "paused", options.deadline));
+      // QEMU waits forever on a source that ends before sending anything, so a
+      // state file zstd cannot read kills QEMU (the shell's parent) at once.
+      const uri = `exec:zstd -dcq ${shellPath(spec.incomingPath)} || kill -KILL $PPID`;
+      // The saved stream skipped RAM (it is the memory file); both sides must agree on that.
+      await race(qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] }, options.deadline));
+      await race(qmp.execute("migrate-incoming", { uri }, options.deadline));
+      await race(waitForIncoming(qmp, options.deadline));
     }
+    if (spec.incomingPath) mark("saved state loaded");
     options.onPhase?.(spec.incomingPath ? "resuming the guest" : `booting the guest (${spec.accel})`);
     await race(qmp.execute("cont", undefined, options.deadline));
     const release = await tryLock(files.portLocks[0]!);
     const session = await race(AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal }));
+    mark("agent handshake done");
     locked = { session, release: release ?? (() => Promise.resolve()) };
     return { qemu, session: locked };
   } catch (error) {
@@ -186,20 +197,17 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   }
 }
 
-async function waitForRunState(qmp: QmpClient, state: string, deadline: number): Promise<void> {
+async function waitForIncoming(qmp: QmpClient, deadline: number): Promise<void> {
   while (Date.now() < deadline) {
-    const status = (await qmp.execute("query-status", undefined, deadline)) as { status?: string };
-    if (status.status === state) return;
-    if (status.status === "inmigrate" || status.status === "prelaunch") {
-      await new Promise((r) => setTimeout(r, 5));
-      continue;
-    }
-    throw new PyroError(ErrorCode.bootFailed, `restoring the saved state ended in state ${status.status}`);
+    const { status } = (await qmp.execute("query-status", undefined, deadline)) as { status?: string };
+    if (status === "paused" || status === "prelaunch") return;
+    if (status !== "inmigrate") throw new PyroError(ErrorCode.bootFailed, `restoring the saved state ended in state ${status}`);
+    await new Promise((r) => setTimeout(r, 2));
   }
   throw new PyroError(ErrorCode.bootTimeout, "restoring the saved state did not finish in time");
 }
 
-function shellPath(path: string): string {
+export function shellPath(path: string): string {
   return `'${path.replaceAll("'", `'"'"'`)}'`;
 }
 

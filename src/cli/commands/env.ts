@@ -49,10 +49,11 @@ export function registerEnv(program: Command, ctx: CliContext): void {
     .description("build an environment now (first use does it automatically); verifies an existing one")
     .argument("<environment>", "e.g. debian:12")
     .option("--force", "rebuild even if a valid copy is cached")
+    .option("--warm", "also save the template snapshot for the default machine shape, so the first run restores instead of booting")
     .option("--json", "print JSON")
-    .action(async (name: string, flags: { json?: boolean; force?: boolean }) => {
+    .action(async (name: string, flags: { json?: boolean; force?: boolean; warm?: boolean }) => {
       json(flags);
-      const info = await ctx.pyro.pullEnvironment(name, { force: flags.force, onProgress: ctx.progress.onProgress, signal: ctx.signal });
+      const info = await ctx.pyro.pullEnvironment(name, { force: flags.force, warm: flags.warm, onProgress: ctx.progress.onProgress, signal: ctx.signal });
       ctx.progress.stop();
       emit(ctx, info, () => describe(info));
     });
