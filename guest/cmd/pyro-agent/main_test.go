@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"debug/elf"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,30 @@ func (a *agentConn) runExec(id float64) (stdout, stderr string, exit reply) {
 	}
 }
 
+// tarOf builds an archive of regular files, in name order.
+func tarOf(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name]))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(files[name])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func TestEndToEnd(t *testing.T) {
 	bin := buildAgent(t)
 
@@ -215,6 +241,28 @@ func TestEndToEnd(t *testing.T) {
 	b.expect("hello_ok", 1)
 	b.send(map[string]any{"type": "ping", "id": 2}, nil)
 	b.expect("ok", 2)
+
+	// put_tar in several chunks, then a command reads what arrived.
+	dest := filepath.Join(t.TempDir(), "pushed", "tree")
+	archive := tarOf(t, map[string]string{"dir/hello.txt": "hello from the host\n", "dir/pad.bin": strings.Repeat("x", 100_000)})
+	const chunk = 30_000
+	a.send(map[string]any{"type": "put_tar", "id": 40, "dest": dest, "max_bytes": 1 << 20, "max_entries": 10}, archive[:chunk])
+	for off := chunk; off < len(archive); off += chunk {
+		end := off + chunk
+		if end > len(archive) {
+			end = len(archive)
+		}
+		a.send(map[string]any{"type": "put_tar_data", "id": 40}, archive[off:end])
+	}
+	a.send(map[string]any{"type": "put_tar_end", "id": 40}, nil)
+	if r := a.expect("ok", 40); r.num("files") != 2 || r.num("bytes") != 100_020 {
+		t.Fatalf("put_tar: %v", r.h)
+	}
+	a.send(map[string]any{"type": "exec", "id": 41, "argv": []string{"cat", filepath.Join(dest, "dir", "hello.txt")},
+		"timeout_ms": 5000, "max_output_bytes": 1024}, nil)
+	if so, se, exit := a.runExec(41); so != "hello from the host\n" || exit.num("exit_code") != 0 {
+		t.Fatalf("cat: %q %q %v", so, se, exit.h)
+	}
 
 	a.send(map[string]any{"type": "ping", "id": 4}, nil)
 	a.expect("ok", 4)

@@ -19,6 +19,10 @@ const (
 	TypePoweroff = "poweroff"
 	TypeOK       = "ok"
 	TypeError    = "error"
+
+	TypePutTar     = "put_tar"
+	TypePutTarData = "put_tar_data"
+	TypePutTarEnd  = "put_tar_end"
 )
 
 // Error codes.
@@ -27,6 +31,9 @@ const (
 	CodeExecFailed  = "exec_failed"
 	CodeNotFound    = "not_found"
 	CodeHelloFailed = "hello_failed"
+	CodeBadArchive  = "bad_archive"
+	CodeTooLarge    = "too_large"
+	CodeIOError     = "io_error"
 )
 
 // MaxEntropyLen bounds the hello payload.
@@ -121,6 +128,24 @@ type Exit struct {
 type Kill struct {
 	Target *uint64 `json:"target"`
 	Signal *string `json:"signal"`
+}
+
+// PutTar is the body of a put_tar request; the payload is the first chunk
+// of the archive.
+type PutTar struct {
+	Dest       *string `json:"dest"`
+	MaxBytes   *int64  `json:"max_bytes"`
+	MaxEntries *int64  `json:"max_entries"`
+}
+
+// PutTarOK is the reply to a put_tar whose tree was put into place.
+type PutTarOK struct {
+	Type     string `json:"type"`
+	ID       uint64 `json:"id"`
+	Files    int64  `json:"files"`
+	Dirs     int64  `json:"dirs"`
+	Symlinks int64  `json:"symlinks"`
+	Bytes    int64  `json:"bytes"`
 }
 
 // OK is the generic success reply.

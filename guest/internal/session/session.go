@@ -82,6 +82,8 @@ type session struct {
 
 	mu    sync.Mutex
 	execs map[uint64]*process.Proc // running execs, for kill
+	puts  map[uint64]*putTar       // put_tar transfers, by id
+	over  bool                     // ended: no new transfer may start
 }
 
 type outFrame struct {
@@ -144,6 +146,7 @@ func (c *Conn) newSessionLocked(established bool) *session {
 		established: established,
 		done:        make(chan struct{}),
 		execs:       map[uint64]*process.Proc{},
+		puts:        map[uint64]*putTar{},
 	}
 }
 
@@ -156,6 +159,7 @@ func (c *Conn) replaceSession(established bool) *session {
 	old := c.cur
 	c.cur = c.newSessionLocked(established)
 	close(old.done)
+	old.abortPuts()
 	return c.cur
 }
 
@@ -263,6 +267,12 @@ func (c *Conn) handle(f protocol.Frame) {
 		c.send(s, protocol.OK{Type: protocol.TypeOK, ID: id}, nil)
 	case protocol.TypePoweroff:
 		c.poweroff(s, id)
+	case protocol.TypePutTar:
+		c.putTarStart(s, id, f)
+	case protocol.TypePutTarData:
+		c.putTarData(s, id, f.Payload)
+	case protocol.TypePutTarEnd:
+		c.putTarEnd(s, id)
 	default:
 		c.sendError(s, id, protocol.CodeBadRequest, fmt.Sprintf("unknown request type %q", typ))
 	}
