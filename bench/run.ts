@@ -2,12 +2,14 @@
  * Benchmarks on real guests, all in one run so the figures are comparable:
  * cold boot, restore from a template snapshot, runInVm end to end both ways,
  * exec round trip in a running VM, host `bash -c true` as the floor,
- * throughput with 1, 2 and 4 runs in parallel, and QEMU memory per VM.
+ * throughput with 1, 2 and 4 runs in parallel, QEMU memory per VM, and
+ * workspaces: create (empty and seeded), exec round trip, sync push rate.
  *
  *   npm run bench [-- --runs N] [-- --json]
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -128,6 +130,34 @@ async function main(): Promise<void> {
   for (const info of held) await pyro.deleteVm(info.vmId);
   const memory = { guestMemMib: 1024, qemuRssMib: rss.map((m) => Math.round(m)), averageMib: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length) };
 
+  log(`workspaces: create empty, create seeded (10 MB in 1,000 files), exec, push; ${runs} runs`);
+  const seed = join(stateDir, "seed");
+  mkdirSync(seed);
+  for (let i = 0; i < 1000; i++) {
+    const dir = join(seed, `d${i % 20}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `f${i}.bin`), randomBytes(10 * 1024));
+  }
+  const seedBytes = 1000 * 10 * 1024;
+  const empties: number[] = [];
+  const seeded: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let id = "";
+    empties.push(await time(async () => (id = (await pyro.createWorkspace({ environment: "debian:12" })).workspaceId)));
+    await pyro.deleteWorkspace(id);
+    seeded.push(await time(async () => (id = (await pyro.createWorkspace({ environment: "debian:12", seedPath: seed })).workspaceId)));
+    await pyro.deleteWorkspace(id);
+  }
+  results.push(stats("workspace create, empty", empties));
+  results.push(stats("workspace create, seeded 10 MB / 1,000 files", seeded));
+  const ws = (await pyro.createWorkspace({ environment: "debian:12" })).workspaceId;
+  await pyro.execWorkspace(ws, { command: "true" });
+  results.push(stats("workspace exec round trip (true)", await repeat(runs, () => pyro.execWorkspace(ws, { command: "true" }))));
+  const pushes = await repeat(runs, () => pyro.pushWorkspaceSync(ws, seed, { dest: "pushed" }));
+  results.push(stats("workspace sync push 10 MB / 1,000 files", pushes));
+  await pyro.deleteWorkspace(ws);
+  const pushMBps = seedBytes / 1e6 / (stats("", pushes).medianMs / 1000);
+
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
   const byName = (name: string) => results.find((r) => r.name === name)!;
   const ratios = {
@@ -136,7 +166,7 @@ async function main(): Promise<void> {
     restoredRunInVmOverHostFloor: byName("runInVm true, restored").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -148,6 +178,7 @@ async function main(): Promise<void> {
     `ratios (medians): runInVm cold/restored ${ratios.coldOverRestoreRunInVm.toFixed(1)}x, boot cold/restore ${ratios.coldBootOverRestore.toFixed(1)}x, runInVm restored/host floor ${ratios.restoredRunInVmOverHostFloor.toFixed(1)}x`,
     `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
+    `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
   );
   process.stdout.write(`${out.join("\n")}\n`);
 }

@@ -22,6 +22,12 @@ export const ErrorCode = {
   vmNotFound: "vm_not_found",
   /** The VM exists but is not in a state that allows the operation. */
   vmNotRunning: "vm_not_running",
+  /** No workspace with that id exists. */
+  workspaceNotFound: "workspace_not_found",
+  /** A seed or pushed tree has an entry pyro will not copy (escaping path, device node, link out). */
+  sourceRefused: "source_refused",
+  /** A seed or pushed tree is over the size or entry-count cap. */
+  sourceTooLarge: "source_too_large",
   /** A state or cache file could not be read or written. */
   stateError: "state_error",
   /** The operation was cancelled by the caller. */

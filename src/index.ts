@@ -15,6 +15,14 @@ export type {
   VmInfo,
   VmOptions,
   VmState,
+  WorkspaceCreateOptions,
+  WorkspaceDeleteResult,
+  WorkspaceExecResult,
+  WorkspaceInfo,
+  WorkspaceLogEntry,
+  WorkspaceLogs,
+  WorkspacePushOptions,
+  WorkspacePushResult,
 } from "./sdk/types.js";
 export type { DoctorReport, ToolReport } from "./sdk/doctor.js";
 export { Defaults } from "./config.js";

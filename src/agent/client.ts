@@ -49,6 +49,13 @@ export interface ExecHooks {
   signal?: AbortSignal;
 }
 
+export interface PutTarReply {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+}
+
 /** Extra time the host allows beyond a command's own timeout for the agent to kill and report. */
 export const EXEC_GRACE_MS = 15_000;
 
@@ -186,6 +193,80 @@ export class AgentSession {
 
   async poweroff(deadline = Date.now() + 5000): Promise<void> {
     await this.simple("poweroff", {}, deadline);
+  }
+
+  /**
+   * Streams a tar archive into `dest` in the guest (put_tar). The agent
+   * stages and checks everything before moving it into place, so a refused or
+   * interrupted transfer leaves `dest` as it was.
+   */
+  async putTar(dest: string, archive: AsyncIterable<Buffer | Uint8Array> | Iterable<Buffer | Uint8Array>, options: { maxBytes: number; maxEntries: number; deadline: number }): Promise<PutTarReply> {
+    const id = this.nextId++;
+    let settled = false;
+    let rejectEarly: (error: PyroError) => void = () => undefined;
+    const reply = new Promise<PutTarReply>((resolvePromise, reject) => {
+      rejectEarly = reject;
+      const timer = setTimeout(() => finish(agentError("the guest agent did not finish receiving files in time")), Math.max(0, options.deadline - Date.now()));
+      const finish = (result: PyroError | PutTarReply) => {
+        clearTimeout(timer);
+        settled = true;
+        this.pending.delete(id);
+        if (result instanceof PyroError) reject(result);
+        else resolvePromise(result);
+      };
+      this.pending.set(id, {
+        onFrame: ({ header }) => {
+          if (header.type === "ok") {
+            const n = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0);
+            finish({ files: n(header.files), dirs: n(header.dirs), symlinks: n(header.symlinks), bytes: n(header.bytes) });
+          } else if (header.type === "error") {
+            const message = String(header.message).slice(0, 2000);
+            const code = header.code === "bad_archive" ? ErrorCode.sourceRefused : header.code === "too_large" ? ErrorCode.sourceTooLarge : ErrorCode.agentError;
+            finish(new PyroError(code, code === ErrorCode.agentError ? `copying files into the guest failed: ${message}` : message, { details: { agentCode: header.code } }));
+          }
+        },
+        onClose: finish,
+      });
+    });
+    reply.catch(() => undefined);
+    const chunkBytes = 256 * 1024;
+    let buffered: Buffer[] = [];
+    let size = 0;
+    let first = true;
+    const flush = async (type: "put_tar_data" | "put_tar_end") => {
+      const payload = Buffer.concat(buffered);
+      buffered = [];
+      size = 0;
+      const header: FrameHeader = first ? { type: "put_tar", id, dest, max_bytes: options.maxBytes, max_entries: options.maxEntries } : { type, id };
+      first = false;
+      if (!this.socket.write(encodeFrame(header, payload))) await new Promise((r) => this.socket.once("drain", r));
+    };
+    try {
+      for await (const chunk of archive) {
+        if (settled) break;
+        let data = Buffer.from(chunk);
+        while (data.length > 0) {
+          const take = Math.min(chunkBytes - size, data.length);
+          buffered.push(data.subarray(0, take));
+          size += take;
+          data = data.subarray(take);
+          if (size >= chunkBytes) await flush("put_tar_data");
+        }
+      }
+      if (!settled) {
+        if (first || size > 0) await flush("put_tar_data");
+        if (!settled) await flush("put_tar_end");
+      }
+    } catch (error) {
+      // The local side failed (unreadable file, a recheck refusal). Ending the
+      // session makes the agent abandon the transfer and remove its staging;
+      // a put_tar_end could instead commit an archive cut at an entry boundary.
+      if (!settled) {
+        rejectEarly(error instanceof PyroError ? error : agentError(`reading the files to copy failed: ${String(error)}`));
+        this.close();
+      }
+    }
+    return reply;
   }
 
   /**

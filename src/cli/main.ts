@@ -9,6 +9,7 @@ import { registerDoctor } from "./commands/doctor.js";
 import { registerEnv } from "./commands/env.js";
 import { registerRun } from "./commands/run.js";
 import { registerVm } from "./commands/vm.js";
+import { registerWorkspace } from "./commands/workspace.js";
 import { newContext, type CliContext } from "./context.js";
 import { EXIT_CODES, printError } from "./output.js";
 
@@ -45,13 +46,15 @@ export function buildProgram(ctx: CliContext): Command {
     .exitOverride();
   registerRun(program, ctx);
   registerEnv(program, ctx);
+  registerWorkspace(program, ctx);
   registerVm(program, ctx);
   registerDoctor(program, ctx);
   registerDemo(program, ctx);
-  for (const command of program.commands) {
+  const override = (command: Command) => {
     command.exitOverride();
-    for (const sub of command.commands) sub.exitOverride();
-  }
+    command.commands.forEach(override);
+  };
+  override(program);
   return program;
 }
 

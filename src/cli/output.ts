@@ -31,6 +31,9 @@ export const EXIT_CODES: Record<ErrorCodeValue, number> = {
   [ErrorCode.bootTimeout]: 73,
   [ErrorCode.agentError]: 74,
   [ErrorCode.stateError]: 75,
+  [ErrorCode.workspaceNotFound]: 76,
+  [ErrorCode.sourceRefused]: 77,
+  [ErrorCode.sourceTooLarge]: 78,
   [ErrorCode.cancelled]: 130,
 };
 
@@ -43,6 +46,12 @@ const FIELD_FLAGS: Record<string, string> = {
   command: "COMMAND (after --)",
   environment: "ENVIRONMENT",
   vmId: "VM_ID",
+  workspaceId: "WORKSPACE_ID",
+  seedPath: "--seed-path",
+  sourcePath: "SOURCE_PATH",
+  dest: "--dest",
+  labels: "--label",
+  name: "--name",
 };
 
 export function cliMessage(error: PyroError): string {

@@ -10,10 +10,23 @@ import { withLock } from "../util/lock.js";
 export type ExecutionMode = "guest" | "host_compat";
 export type VmState = "created" | "starting" | "started" | "stopped" | "failed";
 
+export type VmKind = "vm" | "workspace";
+
+export interface WorkspaceFields {
+  name: string | null;
+  labels: Record<string, string>;
+  seed: { mode: "empty" | "directory" | "tar_archive"; seedPath: string | null };
+  commandCount: number;
+  lastCommand: { command: string; exitCode: number } | null;
+}
+
 /** The durable truth about one VM; any pyro process can act on a VM from it. */
 export interface VmRecord {
   schema: 1;
   vmId: string;
+  /** A plain VM, or the VM behind a persistent workspace. */
+  kind: VmKind;
+  workspace: WorkspaceFields | null;
   environment: string;
   vcpuCount: number;
   memMib: number;
@@ -59,18 +72,19 @@ export class VmStore {
 
   async read(vmId: string): Promise<VmRecord | undefined> {
     if (!ID_PATTERN.test(vmId)) return undefined;
+    let record: VmRecord | undefined;
     try {
-      return await readJsonIfExists<VmRecord>(this.recordPath(vmId));
+      record = await readJsonIfExists<VmRecord>(this.recordPath(vmId));
     } catch (error) {
-      throw new PyroError(ErrorCode.stateError, `the record of VM ${vmId} is unreadable`, { cause: error, hint: `delete it with \`pyro vm delete ${vmId}\`` });
+      throw new PyroError(ErrorCode.stateError, `the record of ${vmId} is unreadable`, { cause: error, hint: `delete it with \`pyro vm delete ${vmId}\`` });
     }
+    return record && { ...record, kind: record.kind ?? "vm", workspace: record.workspace ?? null };
   }
 
-  async get(vmId: string): Promise<VmRecord> {
+  /** The record of a VM of the given kind; a missing one (or one of the other kind) is "not found". */
+  async get(vmId: string, kind: VmKind = "vm"): Promise<VmRecord> {
     const record = await this.read(vmId);
-    if (!record) {
-      throw new PyroError(ErrorCode.vmNotFound, `no VM with id "${vmId}"`, { hint: "it may have expired or been deleted; list workspaces or create a new VM" });
-    }
+    if (!record || record.kind !== kind) throw notFound(vmId, kind);
     return record;
   }
 
@@ -101,4 +115,15 @@ export class VmStore {
       throw error;
     }
   }
+}
+
+export function notFound(id: string, kind: VmKind): PyroError {
+  return kind === "workspace"
+    ? new PyroError(ErrorCode.workspaceNotFound, `no workspace with id "${id}"`, { hint: "it may have expired or been deleted; `pyro workspace list` shows the live ones" })
+    : new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted; `pyro vm list` shows the live ones" });
+}
+
+/** "VM 0123…" or "workspace 0123…", for messages. */
+export function describe(record: Pick<VmRecord, "kind" | "vmId">): string {
+  return `${record.kind === "workspace" ? "workspace" : "VM"} ${record.vmId}`;
 }

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { copyFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { ExecHooks, ExecOutcome } from "../agent/client.js";
+import type { AgentSession, ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
 import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
 import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
@@ -17,7 +17,7 @@ import { pathExists } from "../util/fs.js";
 import { newId } from "../util/ids.js";
 import { debug } from "../util/log.js";
 import { isSameProcessAlive, killAndWait, pidAlive, processStartTime, runTool, which } from "../util/proc.js";
-import { VmStore, type ExecutionMode, type VmRecord } from "./store.js";
+import { describe, notFound, VmStore, type ExecutionMode, type VmKind, type VmRecord, type WorkspaceFields } from "./store.js";
 import { environmentDigest, qemuIdentity, TEMPLATE_FORMAT, TemplateStore, type ReadyTemplate, type TemplateKey } from "./templates.js";
 
 const RESTORE_TIMEOUT_SECONDS = 20;
@@ -85,7 +85,7 @@ export class VmManager {
   }
 
   /** Creates the record. With allowHostCompat and no guest support, the VM runs on the host. */
-  async create(options: ResolvedVmOptions, hooks: StartHooks = {}): Promise<VmRecord> {
+  async create(options: ResolvedVmOptions, hooks: StartHooks = {}, kind: { kind: VmKind; workspace: WorkspaceFields | null } = { kind: "vm", workspace: null }): Promise<VmRecord> {
     const support = await this.guestSupport(options.environment);
     let executionMode: ExecutionMode = "guest";
     if (!support.ok) {
@@ -105,6 +105,7 @@ export class VmManager {
     const record: VmRecord = {
       schema: 1,
       vmId: newId(),
+      ...kind,
       environment: options.environment,
       vcpuCount: options.vcpuCount,
       memMib: options.memMib,
@@ -132,11 +133,11 @@ export class VmManager {
    * whose disk has its own changes, and any failed restore, boot cold.
    * Starting a running VM is a no-op.
    */
-  async start(vmId: string, hooks: StartHooks = {}): Promise<VmRecord> {
-    const record = await this.refresh(await this.store.get(vmId));
+  async start(vmId: string, hooks: StartHooks = {}, kind: VmKind = "vm"): Promise<VmRecord> {
+    const record = await this.refresh(await this.store.get(vmId, kind));
     if (record.state === "started") return record;
     if (record.state === "starting") {
-      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} is being started by another process`, { hint: "wait a few seconds and check its status" });
+      throw new PyroError(ErrorCode.vmNotRunning, `${describe(record)} is being started by another process`, { hint: "wait a few seconds and check its status" });
     }
     if (record.executionMode === "host_compat") {
       await mkdir(join(this.store.dir(vmId), "work"), { recursive: true });
@@ -334,7 +335,7 @@ export class VmManager {
 
   private async setState(vmId: string, patch: Partial<VmRecord>): Promise<VmRecord> {
     const next = await this.store.update(vmId, (current) => ({ ...current, ...patch }));
-    if (!next) throw new PyroError(ErrorCode.vmNotFound, `VM ${vmId} was deleted while in use`);
+    if (!next) throw new PyroError(ErrorCode.vmNotFound, `${vmId} was deleted while in use`);
     return next;
   }
 
@@ -342,12 +343,12 @@ export class VmManager {
   async refresh(record: VmRecord): Promise<VmRecord> {
     if (record.executionMode !== "guest" || (record.state !== "started" && record.state !== "starting") || !record.qemu) return record;
     if (await isSameProcessAlive(record.qemu.pid, record.qemu.startTime)) return record;
-    const failure = "the VM's QEMU process exited unexpectedly";
+    const failure = "its QEMU process exited unexpectedly";
     return (await this.store.update(record.vmId, (current) => ({ ...current, state: "failed", failure }))) ?? { ...record, state: "failed", failure };
   }
 
-  async status(vmId: string): Promise<VmRecord> {
-    return this.refresh(await this.store.get(vmId));
+  async status(vmId: string, kind: VmKind = "vm"): Promise<VmRecord> {
+    return this.refresh(await this.store.get(vmId, kind));
   }
 
   async list(): Promise<VmRecord[]> {
@@ -360,43 +361,61 @@ export class VmManager {
   }
 
   /** Runs one command in a started VM. A non-zero exit is a result, not an error. */
-  async exec(vmId: string, request: ExecRequestOptions, hooks: ExecHooks = {}): Promise<{ record: VmRecord; outcome: ExecOutcome }> {
-    const record = await this.status(vmId);
-    if (record.state !== "started") {
-      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} is ${record.state}${record.failure ? ` (${record.failure})` : ""}`, {
-        hint: record.state === "failed" ? `delete it (pyro vm delete ${vmId}) and create a new one` : "start it first",
-      });
-    }
-    if (new Date(record.expiresAt).getTime() <= Date.now()) {
-      throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} expired at ${record.expiresAt}`, { hint: "create a new VM, with a longer ttlSeconds if needed" });
-    }
+  async exec(vmId: string, request: ExecRequestOptions, hooks: ExecHooks = {}, kind: VmKind = "vm"): Promise<{ record: VmRecord; outcome: ExecOutcome }> {
+    const record = await this.requireRunning(vmId, kind);
     const timeoutMs = request.timeoutSeconds * 1000;
     const maxOutputBytes = request.maxOutputBytes ?? Defaults.maxOutputBytes;
     let outcome: ExecOutcome;
     if (record.executionMode === "host_compat") {
       outcome = await hostExec(request.command, { cwd: join(this.store.dir(vmId), "work"), timeoutMs, maxOutputBytes }, hooks);
     } else {
-      const files = vmFiles(this.store.dir(vmId));
-      const locked =
-        this.takeBootSession(vmId) ?? (await openSession(files, { deadline: Date.now() + 30_000, signal: hooks.signal, hello: { timeUnixMs: Date.now() } }));
-      try {
-        outcome = await locked.session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes }, hooks);
-      } catch (error) {
-        const now = await this.status(vmId).catch(() => undefined);
-        if (now?.state === "failed") {
-          throw new PyroError(ErrorCode.vmNotRunning, `VM ${vmId} died while running the command (${now.failure})`, {
-            cause: error,
-            hint: `delete it (pyro vm delete ${vmId}) and create a new one`,
-          });
-        }
-        throw error;
-      } finally {
-        locked.session.close();
-        await locked.release().catch(() => undefined);
-      }
+      outcome = await this.withSession(record, hooks.signal, (session) =>
+        session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes }, hooks),
+      );
     }
     const updated = await this.store.update(vmId, (current) => ({ ...current, lastActivityAt: new Date().toISOString() }));
     return { record: updated ?? record, outcome };
+  }
+
+  /** The record of a started, unexpired VM, or a clear error saying what it is instead. */
+  async requireRunning(vmId: string, kind: VmKind): Promise<VmRecord> {
+    const record = await this.status(vmId, kind);
+    const deleteHint = `delete it (pyro ${kind === "workspace" ? "workspace" : "vm"} delete ${vmId}) and create a new one`;
+    if (record.state !== "started") {
+      throw new PyroError(ErrorCode.vmNotRunning, `${describe(record)} is ${record.state}${record.failure ? ` (${record.failure})` : ""}`, {
+        hint: record.state === "failed" ? deleteHint : "start it first",
+      });
+    }
+    if (new Date(record.expiresAt).getTime() <= Date.now()) {
+      throw new PyroError(ErrorCode.vmNotRunning, `${describe(record)} expired at ${record.expiresAt}`, { hint: "create a new one, with a longer ttlSeconds if needed" });
+    }
+    return record;
+  }
+
+  /**
+   * Runs `fn` with an agent session of a running guest: the one its boot left
+   * open in this process, or a fresh one on a free port. An error caused by
+   * the VM dying is reported as that.
+   */
+  async withSession<T>(record: VmRecord, signal: AbortSignal | undefined, fn: (session: AgentSession) => Promise<T>): Promise<T> {
+    const files = vmFiles(this.store.dir(record.vmId));
+    const locked =
+      this.takeBootSession(record.vmId) ?? (await openSession(files, { deadline: Date.now() + 30_000, signal, hello: { timeUnixMs: Date.now() } }));
+    try {
+      return await fn(locked.session);
+    } catch (error) {
+      const now = await this.refresh((await this.store.read(record.vmId).catch(() => undefined)) ?? record);
+      if (now.state === "failed") {
+        throw new PyroError(ErrorCode.vmNotRunning, `${describe(record)} died while in use (${now.failure})`, {
+          cause: error,
+          hint: `delete it (pyro ${record.kind === "workspace" ? "workspace" : "vm"} delete ${record.vmId}) and create a new one`,
+        });
+      }
+      throw error;
+    } finally {
+      locked.session.close();
+      await locked.release().catch(() => undefined);
+    }
   }
 
   private takeBootSession(vmId: string): LockedSession | undefined {
@@ -414,10 +433,10 @@ export class VmManager {
   }
 
   /** Powers the guest off (its disk is kept); `start` boots it again. */
-  async stop(vmId: string): Promise<VmRecord> {
+  async stop(vmId: string, kind: VmKind = "vm"): Promise<VmRecord> {
     await this.dropBootSession(vmId);
     return this.store.locked(vmId, async () => {
-      const record = await this.refresh(await this.store.get(vmId));
+      const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
       const next: VmRecord = { ...record, state: "stopped", qemu: null };
       await this.store.create(next);
@@ -425,10 +444,14 @@ export class VmManager {
     });
   }
 
-  /** Kills the VM and removes every file of it. Deleting a missing VM reports deleted: false. */
-  async delete(vmId: string): Promise<boolean> {
-    await this.dropBootSession(vmId);
+  /**
+   * Kills the VM and removes every file of it. Deleting a missing VM reports
+   * false; a VM of another kind than `kind` (when given) is not found.
+   */
+  async delete(vmId: string, kind?: VmKind): Promise<boolean> {
     const record = await this.store.read(vmId).catch(() => undefined);
+    if (record && kind && record.kind !== kind) throw notFound(vmId, kind);
+    await this.dropBootSession(vmId);
     if (!record) {
       // A directory without a readable record is still ours to clean.
       const existed = await pathExists(this.store.dir(vmId));
@@ -439,7 +462,7 @@ export class VmManager {
       const current = (await this.store.read(vmId).catch(() => undefined)) ?? record;
       if (current.qemu) {
         const gone = await killAndWait(current.qemu.pid, current.qemu.startTime);
-        if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of VM ${vmId} did not exit after SIGKILL`);
+        if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
       await this.store.remove(vmId);
     });

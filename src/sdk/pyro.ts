@@ -5,9 +5,10 @@ import type { ExecOutcome } from "../agent/client.js";
 import { resolvePaths, type Paths } from "../config.js";
 import { CATALOG, requireEnvironment } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
-import { PyroError, ErrorCode } from "../errors.js";
-import type { VmRecord } from "../runtime/store.js";
+import { InvalidArgumentError } from "../errors.js";
+import { notFound, type VmRecord } from "../runtime/store.js";
 import { VmManager } from "../runtime/vms.js";
+import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
 import { debug } from "../util/log.js";
 import { runDoctor, type DoctorReport } from "./doctor.js";
 import type {
@@ -22,8 +23,15 @@ import type {
   RunOptions,
   VmInfo,
   VmOptions,
+  WorkspaceCreateOptions,
+  WorkspaceDeleteResult,
+  WorkspaceExecResult,
+  WorkspaceInfo,
+  WorkspaceLogs,
+  WorkspacePushOptions,
+  WorkspacePushResult,
 } from "./types.js";
-import { requireId, resolveExecOptions, resolveVmOptions } from "./validate.js";
+import { requireId, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
 
 export interface PyroOptions {
   /** Where VM records and sockets live. Default `$PYRO_STATE_DIR` or `~/.local/state/pyro-mcp`. */
@@ -46,12 +54,14 @@ const REAP_INTERVAL_MS = 30_000;
 export class Pyro {
   readonly paths: Paths;
   private readonly vms: VmManager;
+  private readonly workspaces: WorkspaceManager;
   private lastReap = 0;
 
   constructor(options: PyroOptions = {}) {
     const env = options.env ?? process.env;
     this.paths = resolvePaths(options, env);
     this.vms = new VmManager(this.paths, env);
+    this.workspaces = new WorkspaceManager(this.vms);
   }
 
   /** Expired VMs are cleaned up by whichever pyro process runs next. */
@@ -103,6 +113,7 @@ export class Pyro {
   async execVm(vmId: string, options: ExecOptions): Promise<ExecResult> {
     const id = requireId("vmId", vmId);
     const exec = resolveExecOptions(options);
+    await this.vms.status(id, "vm");
     try {
       const { record, outcome } = await this.vms.exec(id, exec, { signal: options.signal, onOutput: options.onOutput });
       return toExecResult(record, outcome, { vmDeleted: true });
@@ -112,12 +123,12 @@ export class Pyro {
   }
 
   async statusVm(vmId: string): Promise<VmInfo> {
-    return toVmInfo(await this.vms.status(requireId("vmId", vmId)));
+    return toVmInfo(await this.vms.status(requireId("vmId", vmId), "vm"));
   }
 
   async listVms(): Promise<VmInfo[]> {
     await this.reapOpportunistically();
-    return (await this.vms.list()).map(toVmInfo);
+    return (await this.vms.list()).filter((record) => record.kind === "vm").map(toVmInfo);
   }
 
   /** Powers the guest off; its disk is kept and `startVm` boots it again. */
@@ -127,9 +138,68 @@ export class Pyro {
 
   async deleteVm(vmId: string): Promise<DeleteResult> {
     const id = requireId("vmId", vmId);
-    const deleted = await this.vms.delete(id);
-    if (!deleted) throw new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted already" });
-    return { vmId: id, deleted };
+    if (!(await this.vms.delete(id, "vm"))) throw notFound(id, "vm");
+    return { vmId: id, deleted: true };
+  }
+
+  /**
+   * Creates a persistent workspace: a running VM whose `/workspace` starts
+   * from `seedPath` (a directory or tar archive, checked completely first).
+   * Use it when an agent needs repeated commands in one place; for one
+   * command, `runInVm` is simpler.
+   */
+  async createWorkspace(options: WorkspaceCreateOptions): Promise<WorkspaceInfo> {
+    const vm = resolveVmOptions(options);
+    const meta = resolveWorkspaceMeta(options);
+    if (options.seedPath !== undefined && (typeof options.seedPath !== "string" || options.seedPath === "")) {
+      throw new InvalidArgumentError("seedPath", "must be a path to a directory or tar archive");
+    }
+    await this.reapOpportunistically();
+    return toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath }, options));
+  }
+
+  /**
+   * Copies a host directory or archive into the running workspace (merged
+   * into `/workspace`, or `dest` under it) without recreating it. The tree
+   * is checked first and staged in the guest, so a refused or failed push
+   * leaves the workspace as it was.
+   */
+  async pushWorkspaceSync(workspaceId: string, sourcePath: string, options: WorkspacePushOptions = {}): Promise<WorkspacePushResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const source = requireId("sourcePath", sourcePath);
+    const pushed = await this.workspaces.push(id, source, options.dest, options.signal);
+    return { workspaceId: id, sourcePath: pushed.source.path, mode: pushed.source.mode, dest: pushed.dest, ...pushed.counts };
+  }
+
+  /** Runs a command in the workspace's `/workspace`. Files persist between commands; the workspace is never cleaned up by this. */
+  async execWorkspace(workspaceId: string, options: ExecOptions): Promise<WorkspaceExecResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const exec = resolveExecOptions(options);
+    const { record, outcome, sequence } = await this.workspaces.exec(id, exec.command, exec.timeoutSeconds, { signal: options.signal, onOutput: options.onOutput });
+    const { vmId: _vmId, ...result } = toExecResult(record, outcome);
+    return { ...result, workspaceId: id, sequence };
+  }
+
+  async statusWorkspace(workspaceId: string): Promise<WorkspaceInfo> {
+    return toWorkspaceInfo(await this.vms.status(requireId("workspaceId", workspaceId), "workspace"));
+  }
+
+  /** The journal of every command run in the workspace, in order, with bounded output. */
+  async logsWorkspace(workspaceId: string): Promise<WorkspaceLogs> {
+    const { record, entries } = await this.workspaces.logs(requireId("workspaceId", workspaceId));
+    return { workspaceId: record.vmId, entries };
+  }
+
+  async listWorkspaces(): Promise<WorkspaceInfo[]> {
+    await this.reapOpportunistically();
+    return (await this.workspaces.list()).map(toWorkspaceInfo);
+  }
+
+  /** Kills the workspace's VM and removes all of its files, journal included. */
+  async deleteWorkspace(workspaceId: string): Promise<WorkspaceDeleteResult> {
+    const id = requireId("workspaceId", workspaceId);
+    if (!(await this.vms.delete(id, "workspace"))) throw notFound(id, "workspace");
+    return { workspaceId: id, deleted: true };
   }
 
   async networkInfoVm(vmId: string): Promise<NetworkInfo> {
@@ -214,6 +284,31 @@ export class Pyro {
   async doctor(options: CallOptions & { bootCheck?: boolean } = {}): Promise<DoctorReport> {
     return runDoctor(this, this.vms, options);
   }
+}
+
+export function toWorkspaceInfo(record: VmRecord): WorkspaceInfo {
+  const fields = record.workspace;
+  return {
+    workspaceId: record.vmId,
+    name: fields?.name ?? null,
+    labels: fields?.labels ?? {},
+    environment: record.environment,
+    state: record.state,
+    workspacePath: WORKSPACE_PATH,
+    executionMode: record.executionMode,
+    accel: record.executionMode === "guest" ? record.accel : null,
+    vcpuCount: record.vcpuCount,
+    memMib: record.memMib,
+    ttlSeconds: record.ttlSeconds,
+    network: record.network,
+    createdAt: record.createdAt,
+    expiresAt: record.expiresAt,
+    lastActivityAt: record.lastActivityAt,
+    commandCount: fields?.commandCount ?? 0,
+    lastCommand: fields?.lastCommand ?? null,
+    workspaceSeed: fields?.seed ?? { mode: "empty", seedPath: null },
+    failure: record.failure,
+  };
 }
 
 export function toVmInfo(record: VmRecord): VmInfo {

@@ -128,3 +128,88 @@ export interface PruneResult {
   removed: string[];
   freedBytes: number;
 }
+
+export interface WorkspaceCreateOptions extends VmOptions {
+  /**
+   * Host directory, or `.tar`, `.tar.gz`, `.tgz` archive, copied into
+   * `/workspace` before the call returns. Default: an empty workspace.
+   */
+  seedPath?: string;
+  /** A name for people (not unique, not an id). At most 64 characters. */
+  name?: string;
+  /** Free-form labels, e.g. `{ task: "fix-123" }`. Keys: letters, digits, `._-`, at most 63 characters. */
+  labels?: Record<string, string>;
+}
+
+export interface WorkspacePushOptions extends CallOptions {
+  /** Where under `/workspace` the tree lands: absolute (`/workspace/src`) or relative (`src`). Default `/workspace`. */
+  dest?: string;
+}
+
+export interface WorkspaceInfo {
+  workspaceId: string;
+  name: string | null;
+  labels: Record<string, string>;
+  environment: string;
+  /** `created`, `started`, `stopped`, or `failed` when its VM died. */
+  state: VmState;
+  workspacePath: "/workspace";
+  executionMode: ExecutionMode;
+  accel: Accel | null;
+  vcpuCount: number;
+  memMib: number;
+  ttlSeconds: number;
+  network: boolean;
+  createdAt: string;
+  expiresAt: string;
+  lastActivityAt: string;
+  commandCount: number;
+  lastCommand: { command: string; exitCode: number } | null;
+  workspaceSeed: { mode: "empty" | "directory" | "tar_archive"; seedPath: string | null };
+  /** Why the workspace failed (state `failed`). */
+  failure: string | null;
+}
+
+export interface WorkspaceExecResult extends Omit<ExecResult, "vmId" | "cleanup"> {
+  workspaceId: string;
+  /** Position of this command in the workspace's journal (1 for the first). */
+  sequence: number;
+}
+
+export interface WorkspacePushResult {
+  workspaceId: string;
+  sourcePath: string;
+  /** `directory` or `tar_archive`. */
+  mode: "directory" | "tar_archive";
+  /** Absolute path in the guest the tree was merged into. */
+  dest: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+}
+
+export interface WorkspaceLogEntry {
+  sequence: number;
+  command: string;
+  exitCode: number;
+  timedOut: boolean;
+  durationMs: number;
+  startedAt: string;
+  finishedAt: string;
+  /** At most 16 KiB per stream is kept in the journal. */
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+}
+
+export interface WorkspaceLogs {
+  workspaceId: string;
+  entries: WorkspaceLogEntry[];
+}
+
+export interface WorkspaceDeleteResult {
+  workspaceId: string;
+  deleted: boolean;
+}

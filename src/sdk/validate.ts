@@ -67,3 +67,33 @@ export function requireId(field: string, value: unknown): string {
   if (typeof value !== "string" || value === "") throw new InvalidArgumentError(field, "is required");
   return value;
 }
+
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+function printable(text: string): boolean {
+  return [...text].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f);
+}
+
+/** Workspace name and labels: short, printable, so listings stay readable. */
+export function resolveWorkspaceMeta(options: { name?: unknown; labels?: unknown }): { name: string | null; labels: Record<string, string> } {
+  let name: string | null = null;
+  if (options.name !== undefined) {
+    if (typeof options.name !== "string" || options.name.trim() === "") throw new InvalidArgumentError("name", "must be a non-empty string");
+    if (options.name.length > 64 || !printable(options.name)) throw new InvalidArgumentError("name", "must be at most 64 printable characters");
+    name = options.name;
+  }
+  const labels: Record<string, string> = {};
+  if (options.labels !== undefined) {
+    if (typeof options.labels !== "object" || options.labels === null || Array.isArray(options.labels)) throw new InvalidArgumentError("labels", "must be an object of strings");
+    const entries = Object.entries(options.labels as Record<string, unknown>);
+    if (entries.length > 32) throw new InvalidArgumentError("labels", "at most 32 labels");
+    for (const [key, value] of entries) {
+      if (!LABEL_KEY.test(key)) throw new InvalidArgumentError("labels", `key "${key}" must be letters, digits, ".", "_" or "-", at most 63 characters`);
+      if (typeof value !== "string" || value.length > 256 || !printable(value)) {
+        throw new InvalidArgumentError("labels", `value of "${key}" must be a printable string of at most 256 characters`);
+      }
+      labels[key] = value;
+    }
+  }
+  return { name, labels };
+}

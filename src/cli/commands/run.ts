@@ -6,7 +6,7 @@ import { emit, type CliContext } from "../context.js";
 import { timeoutOption, vmOptions, type VmFlags } from "../options.js";
 
 /** Streams guest output live in human mode; --json prints the one result document at the end. */
-export function writeExecResult(ctx: CliContext, result: ExecResult, streamed: boolean): void {
+export function writeExecResult(ctx: CliContext, result: Omit<ExecResult, "vmId">, streamed: boolean): void {
   if (ctx.json) {
     emit(ctx, result, () => "");
   } else {

@@ -1,0 +1,302 @@
+import { createReadStream, readlinkSync, type Stats } from "node:fs";
+import { lstat, open, readdir, readlink, stat } from "node:fs/promises";
+import { join, posix } from "node:path";
+import type { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
+import { create as createTar, Parser, type ReadEntry } from "tar";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
+
+/**
+ * Everything that goes into a workspace (a seed, a sync push) is a tree of
+ * host files, given as a directory or a tar archive. Before a byte moves, the
+ * whole tree is checked here against the rules the guest agent enforces again
+ * on its side (guest/PROTOCOL.md, put_tar): a refused tree fails the whole
+ * operation, naming its first bad entry, and nothing is written anywhere.
+ */
+
+export interface SourceLimits {
+  /** Sum of regular file sizes, in bytes. */
+  maxBytes: number;
+  maxEntries: number;
+}
+
+export const DEFAULT_SOURCE_LIMITS: SourceLimits = { maxBytes: 512 * 1024 * 1024, maxEntries: 100_000 };
+
+export type SourceMode = "directory" | "tar_archive";
+
+export interface CheckedSource {
+  path: string;
+  mode: SourceMode;
+  entries: number;
+  bytes: number;
+}
+
+type Kind = "file" | "dir" | "symlink" | "hardlink" | "other";
+
+function refused(name: string, reason: string): PyroError {
+  return new PyroError(ErrorCode.sourceRefused, `${name}: ${reason}`, {
+    hint: "remove or fix that entry and try again; nothing was copied",
+    details: { entry: name },
+  });
+}
+
+/**
+ * Applies the rules entry by entry, in archive order, remembering what earlier
+ * entries created (links may only point at those).
+ */
+export class TreeChecker {
+  private readonly files = new Set<string>();
+  private readonly symlinks = new Set<string>();
+  private readonly dirs = new Set<string>();
+  entries = 0;
+  bytes = 0;
+
+  constructor(private readonly limits: SourceLimits) {}
+
+  /** Cleans a name; undefined for the root itself. Throws for names that leave the tree. */
+  static clean(raw: string): string | undefined {
+    if (raw.includes("\0")) throw refused(JSON.stringify(raw), "name contains a NUL byte");
+    if (raw === "") throw refused('""', "empty name");
+    if (raw.startsWith("/")) throw refused(raw, "absolute paths are not allowed");
+    const parts: string[] = [];
+    for (const part of raw.split("/")) {
+      if (part === "" || part === ".") continue;
+      if (part === "..") throw refused(raw, "path leaves the destination");
+      parts.push(part);
+    }
+    return parts.length ? parts.join("/") : undefined;
+  }
+
+  check(raw: string, kind: Kind, info: { size?: number; linkTarget?: string; typeName?: string }): string | undefined {
+    const name = TreeChecker.clean(raw);
+    if (name === undefined) return undefined;
+    this.entries += 1;
+    if (this.entries > this.limits.maxEntries) {
+      throw new PyroError(ErrorCode.sourceTooLarge, `more than ${this.limits.maxEntries} entries`, { hint: "copy fewer files, or pack them into fewer" });
+    }
+    const parts = name.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join("/");
+      if (this.symlinks.has(prefix)) throw refused(name, `written through symlink ${prefix}`);
+      if (this.files.has(prefix)) throw refused(name, `beneath regular file ${prefix}`);
+    }
+    if (this.dirs.has(name) && kind !== "dir") throw refused(name, "replaces a directory of this archive");
+    switch (kind) {
+      case "other":
+        throw refused(name, `${info.typeName ?? "special files"} are not allowed (only files, directories and links)`);
+      case "dir":
+        this.dirs.add(name);
+        return name;
+      case "file": {
+        this.bytes += info.size ?? 0;
+        if (this.bytes > this.limits.maxBytes) {
+          throw new PyroError(ErrorCode.sourceTooLarge, `more than ${this.limits.maxBytes} bytes of file data`, { hint: "copy less, or leave build outputs out" });
+        }
+        this.symlinks.delete(name);
+        this.files.add(name);
+        return name;
+      }
+      case "symlink": {
+        const target = info.linkTarget ?? "";
+        if (target === "" || target.includes("\0")) throw refused(name, "symlink has an empty or invalid target");
+        if (target.startsWith("/")) throw refused(name, `symlink target ${target} leaves the destination`);
+        const resolved = posix.normalize(posix.join(posix.dirname(name), target));
+        if (resolved === ".." || resolved.startsWith("../")) throw refused(name, `symlink target ${target} leaves the destination`);
+        this.files.delete(name);
+        this.symlinks.add(name);
+        return name;
+      }
+      case "hardlink": {
+        const target = info.linkTarget ?? "";
+        let cleaned: string | undefined;
+        try {
+          cleaned = target.startsWith("/") ? undefined : TreeChecker.clean(target);
+        } catch {
+          cleaned = undefined;
+        }
+        if (cleaned === undefined || !this.files.has(cleaned)) throw refused(name, `hardlink target ${target} is not a file of this archive`);
+        this.files.add(name);
+        return name;
+      }
+    }
+  }
+}
+
+export function kindOfEntry(entry: ReadEntry): { kind: Kind; typeName: string } {
+  switch (entry.type) {
+    case "File":
+    case "OldFile":
+    case "ContiguousFile":
+      return { kind: "file", typeName: "file" };
+    case "Directory":
+      return { kind: "dir", typeName: "directory" };
+    case "SymbolicLink":
+      return { kind: "symlink", typeName: "symlink" };
+    case "Link":
+      return { kind: "hardlink", typeName: "hardlink" };
+    case "CharacterDevice":
+    case "BlockDevice":
+      return { kind: "other", typeName: "device nodes" };
+    case "FIFO":
+      return { kind: "other", typeName: "FIFOs" };
+    default:
+      return { kind: "other", typeName: `${entry.type} entries` };
+  }
+}
+
+function kindOfStats(info: Stats): { kind: Kind; typeName: string } {
+  if (info.isFile()) return { kind: "file", typeName: "file" };
+  if (info.isDirectory()) return { kind: "dir", typeName: "directory" };
+  if (info.isSymbolicLink()) return { kind: "symlink", typeName: "symlink" };
+  if (info.isCharacterDevice() || info.isBlockDevice()) return { kind: "other", typeName: "device nodes" };
+  if (info.isFIFO()) return { kind: "other", typeName: "FIFOs" };
+  if (info.isSocket()) return { kind: "other", typeName: "sockets" };
+  return { kind: "other", typeName: "special files" };
+}
+
+/** Reads each entry of a tar (plain or gzip), in order. The archive is never extracted here. */
+export async function forEachTarEntry(path: string | Readable, visit: (entry: ReadEntry) => void | Promise<void>): Promise<void> {
+  await new Promise<void>((resolvePromise, reject) => {
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      const what = typeof path === "string" ? path : "the source";
+      reject(error instanceof PyroError ? error : new PyroError(ErrorCode.sourceRefused, `${what} is not a readable tar archive: ${String(error instanceof Error ? error.message : error)}`));
+      input.destroy();
+    };
+    // Visits run one at a time, in archive order; an entry's data waits (and
+    // holds the parser back) until its turn.
+    let chain = Promise.resolve();
+    const parser = new Parser({
+      strict: true,
+      onReadEntry: (entry: ReadEntry) => {
+        chain = chain.then(async () => {
+          try {
+            if (!failed) await visit(entry);
+          } catch (error) {
+            fail(error);
+          } finally {
+            entry.resume();
+          }
+        });
+      },
+    });
+    parser.on("error", fail);
+    parser.on("warn", (_code: string, message: string | Error) => fail(message instanceof Error ? message : new Error(message)));
+    parser.on("end", () => {
+      void chain.then(() => {
+        if (!failed) resolvePromise();
+      });
+    });
+    const input = typeof path === "string" ? createReadStream(path) : path;
+    input.on("error", fail);
+    input.pipe(parser);
+  });
+}
+
+async function isTarFile(path: string): Promise<boolean> {
+  if (/\.(tar|tar\.gz|tgz)$/i.test(path)) return true;
+  const handle = await open(path, "r");
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await handle.read(head, 0, 512, 0);
+    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return true;
+    return bytesRead >= 262 && head.subarray(257, 262).toString("latin1") === "ustar";
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Checks a directory or tar archive completely. Throws a PyroError naming the first bad entry. */
+export async function checkSource(path: string, limits: SourceLimits = DEFAULT_SOURCE_LIMITS, field = "seedPath"): Promise<CheckedSource> {
+  let info: Stats;
+  try {
+    info = await stat(path);
+  } catch {
+    throw new InvalidArgumentError(field, `${path} does not exist or cannot be read`);
+  }
+  const checker = new TreeChecker(limits);
+  if (info.isDirectory()) {
+    await walk(path, "", checker);
+    return { path, mode: "directory", entries: checker.entries, bytes: checker.bytes };
+  }
+  if (info.isFile() && (await isTarFile(path))) {
+    await forEachTarEntry(path, (entry) => {
+      const { kind, typeName } = kindOfEntry(entry);
+      checker.check(entry.path, kind, { size: entry.size, linkTarget: entry.linkpath, typeName });
+    });
+    return { path, mode: "tar_archive", entries: checker.entries, bytes: checker.bytes };
+  }
+  throw new InvalidArgumentError(field, `${path} is neither a directory nor a .tar, .tar.gz or .tgz archive`);
+}
+
+async function walk(root: string, relative: string, checker: TreeChecker): Promise<void> {
+  const names = (await readdir(join(root, relative))).sort();
+  for (const name of names) {
+    const rel = relative ? `${relative}/${name}` : name;
+    const full = join(root, rel);
+    const info = await lstat(full);
+    const { kind, typeName } = kindOfStats(info);
+    checker.check(rel, kind, { size: info.size, linkTarget: kind === "symlink" ? await readlink(full) : undefined, typeName });
+    if (kind === "dir") await walk(root, rel, checker);
+  }
+}
+
+/**
+ * The checked source as an uncompressed tar stream, for the guest agent. A
+ * directory is packed without following symlinks and with the same checks
+ * applied again to what is actually read (the tree may change meanwhile).
+ */
+export function tarStreamOf(source: CheckedSource, limits: SourceLimits = DEFAULT_SOURCE_LIMITS): Readable {
+  if (source.mode === "tar_archive") {
+    const raw = createReadStream(source.path);
+    const gzip = /\.(tar\.gz|tgz)$/i.test(source.path);
+    return gzip ? raw.pipe(createGunzip()) : raw;
+  }
+  const recheck = new TreeChecker(limits);
+  return createTar(
+    {
+      cwd: source.path,
+      portable: true,
+      follow: false,
+      filter: (path: string, info: Stats | { mode?: number }) => {
+        const stats = info as Stats;
+        const { kind, typeName } = kindOfStats(stats);
+        if (kind === "other") return false;
+        const rel = path.replace(/^\.\/?/, "");
+        if (rel === "") return true;
+        recheck.check(rel, kind, { size: stats.size, typeName, linkTarget: kind === "symlink" ? readlinkSafe(join(source.path, rel)) : undefined });
+        return true;
+      },
+    },
+    ["."],
+  ) as unknown as Readable;
+}
+
+function readlinkSafe(path: string): string {
+  // Synchronous because node-tar's filter is; a vanished link just fails the check.
+  try {
+    return readlinkSync(path);
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Where a push lands: `/workspace` or a path under it, given absolute or
+ * relative to `/workspace`. Anything that leaves `/workspace` is refused.
+ */
+export function resolveWorkspaceDest(dest: string | undefined, root = "/workspace"): string {
+  if (dest === undefined || dest === "" || dest === ".") return root;
+  if (dest.includes("\0")) throw new InvalidArgumentError("dest", "must not contain NUL bytes");
+  const relative = dest.startsWith("/") ? (dest === root ? "" : dest.startsWith(`${root}/`) ? dest.slice(root.length + 1) : undefined) : dest;
+  if (relative === undefined) throw new InvalidArgumentError("dest", `${dest} is outside ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
+  const parts: string[] = [];
+  for (const part of relative.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") throw new InvalidArgumentError("dest", `${dest} leaves ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
+    parts.push(part);
+  }
+  return parts.length ? `${root}/${parts.join("/")}` : root;
+}
