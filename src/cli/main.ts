@@ -7,6 +7,7 @@ import { Pyro } from "../sdk/pyro.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerEnv } from "./commands/env.js";
+import { registerMcp } from "./commands/mcp.js";
 import { registerRun } from "./commands/run.js";
 import { registerVm } from "./commands/vm.js";
 import { registerWorkspace } from "./commands/workspace.js";
@@ -50,6 +51,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerVm(program, ctx);
   registerDoctor(program, ctx);
   registerDemo(program, ctx);
+  registerMcp(program, ctx, version());
   const override = (command: Command) => {
     command.exitOverride();
     command.commands.forEach(override);

@@ -1,18 +1,6 @@
 import pc from "picocolors";
 import { ErrorCode, type ErrorCodeValue, type PyroError } from "../errors.js";
-
-/** `vmId` → `vm_id`: JSON output speaks the MCP vocabulary. */
-export function snakeKey(key: string): string {
-  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-}
-
-export function toSnake(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(toSnake);
-  if (value !== null && typeof value === "object" && !(value instanceof Buffer)) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [snakeKey(k), toSnake(v)]));
-  }
-  return value;
-}
+import { toSnake } from "../util/case.js";
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(toSnake(value), null, 2)}\n`);

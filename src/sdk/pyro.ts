@@ -65,7 +65,7 @@ export class Pyro {
   }
 
   /** Expired VMs are cleaned up by whichever pyro process runs next. */
-  private async reapOpportunistically(): Promise<void> {
+  async #reapOpportunistically(): Promise<void> {
     if (Date.now() - this.lastReap < REAP_INTERVAL_MS) return;
     this.lastReap = Date.now();
     await this.vms.reapExpired().catch((error: unknown) => debug("reaper", String(error)));
@@ -78,7 +78,7 @@ export class Pyro {
   async runInVm(options: RunOptions): Promise<ExecResult> {
     const vm = resolveVmOptions(options);
     const exec = resolveExecOptions(options);
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     const record = await this.vms.create(vm, options);
     let outcome: ExecOutcome | undefined;
     try {
@@ -96,13 +96,13 @@ export class Pyro {
   /** Creates a VM record (pulling the environment on first use) without booting it. */
   async createVm(options: VmOptions): Promise<VmInfo> {
     const vm = resolveVmOptions(options);
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     return toVmInfo(await this.vms.create(vm, options));
   }
 
   /** Boots a created (or stopped) VM. */
   async startVm(vmId: string, options: CallOptions = {}): Promise<VmInfo> {
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     return toVmInfo(await this.vms.start(requireId("vmId", vmId), options));
   }
 
@@ -127,7 +127,7 @@ export class Pyro {
   }
 
   async listVms(): Promise<VmInfo[]> {
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     return (await this.vms.list()).filter((record) => record.kind === "vm").map(toVmInfo);
   }
 
@@ -154,7 +154,7 @@ export class Pyro {
     if (options.seedPath !== undefined && (typeof options.seedPath !== "string" || options.seedPath === "")) {
       throw new InvalidArgumentError("seedPath", "must be a path to a directory or tar archive");
     }
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     return toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath }, options));
   }
 
@@ -191,7 +191,7 @@ export class Pyro {
   }
 
   async listWorkspaces(): Promise<WorkspaceInfo[]> {
-    await this.reapOpportunistically();
+    await this.#reapOpportunistically();
     return (await this.workspaces.list()).map(toWorkspaceInfo);
   }
 

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import { Defaults } from "../../src/config.js";
 import { PyroError } from "../../src/errors.js";
 import { resolveExecOptions, resolveVmOptions } from "../../src/sdk/validate.js";
-import { toSnake } from "../../src/cli/output.js";
+import { toSnake } from "../../src/util/case.js";
 
 function refuses(fn: () => unknown, code: string, field: string): void {
   assert.throws(fn, (error: unknown) => {

@@ -1,0 +1,258 @@
+import { randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { networkInterfaces } from "node:os";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { toPyroError } from "../errors.js";
+import type { Pyro } from "../sdk/pyro.js";
+import { toolsFor, type ProfileName, type ToolSpec } from "../tools/catalog.js";
+
+export interface McpServerOptions {
+  profile: ProfileName;
+  /** Version reported to clients. */
+  version: string;
+  /** Where diagnostics go (never stdout: on stdio, stdout carries only MCP messages). */
+  log?: (line: string) => void;
+}
+
+/** Minimum gap between progress notifications of one call; the latest message wins. */
+const PROGRESS_INTERVAL_MS = 200;
+
+/**
+ * Tool calls in flight, so a shutdown can cancel them and wait for their VMs
+ * to be cleaned up before the process exits.
+ */
+class InFlight {
+  private readonly calls = new Map<AbortController, Promise<unknown>>();
+
+  track<T>(signal: AbortSignal, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const forward = () => controller.abort(signal.reason);
+    if (signal.aborted) forward();
+    else signal.addEventListener("abort", forward, { once: true });
+    const promise = run(controller.signal).finally(() => {
+      signal.removeEventListener("abort", forward);
+      this.calls.delete(controller);
+    });
+    this.calls.set(controller, promise.catch(() => undefined));
+    return promise;
+  }
+
+  /** Cancels every call and waits (bounded) for their cleanup. */
+  async cancelAll(timeoutMs = 30_000): Promise<void> {
+    for (const controller of this.calls.keys()) controller.abort(new Error("the server is shutting down"));
+    await Promise.race([Promise.all(this.calls.values()), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+  }
+}
+
+/** Turns a tool's result or failure into an MCP result: pyro's failures are results with isError, never protocol errors. */
+async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown>, signal: AbortSignal, onProgress?: (message: string) => void): Promise<CallToolResult> {
+  try {
+    const result = await tool.run(pyro, args, { signal, onProgress });
+    return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
+  } catch (error) {
+    const failure = toPyroError(error);
+    const body = { error: { code: failure.code, message: failure.message, hint: failure.hint ?? null } };
+    return { isError: true, content: [{ type: "text", text: JSON.stringify(body, null, 2) }], structuredContent: body };
+  }
+}
+
+/** An MCP server with the tools of one profile, each a thin adapter over the SDK. */
+export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight = new InFlight()): McpServer {
+  const server = new McpServer(
+    { name: "pyro", version: options.version },
+    {
+      instructions:
+        "pyro runs commands in disposable Linux microVMs. Use vm_run for one-shot commands (chain steps with &&). " +
+        "Use workspace_create (with seed_path) + workspace_exec only when several commands must share files; workspace_sync_push sends later host changes; delete workspaces when done.",
+    },
+  );
+  for (const tool of toolsFor(options.profile)) {
+    server.registerTool(
+      tool.name,
+      { title: tool.annotations.title, description: tool.description, inputSchema: tool.input, outputSchema: tool.output, annotations: tool.annotations },
+      async (args: Record<string, unknown>, extra) => {
+        const token = extra._meta?.progressToken;
+        let onProgress: ((message: string) => void) | undefined;
+        if (token !== undefined) {
+          let progress = 0;
+          let last = 0;
+          let pending: NodeJS.Timeout | undefined;
+          let latest = "";
+          const send = () => {
+            pending = undefined;
+            last = Date.now();
+            progress += 1;
+            extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress, message: latest } }).catch(() => undefined);
+          };
+          onProgress = (message) => {
+            latest = message;
+            if (pending) return;
+            const wait = PROGRESS_INTERVAL_MS - (Date.now() - last);
+            if (wait <= 0) send();
+            else pending = setTimeout(send, wait);
+          };
+        }
+        return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, args, signal, onProgress));
+      },
+    );
+  }
+  return server;
+}
+
+/**
+ * Serves MCP on stdin/stdout until stdin closes. Lines that are not JSON-RPC
+ * get a parse error reply; on close, running tools are cancelled and their VMs
+ * cleaned up before this resolves.
+ */
+export async function serveStdio(pyro: Pyro, options: McpServerOptions): Promise<void> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const inFlight = new InFlight();
+  const server = createMcpServer(pyro, options, inFlight);
+  const transport = new StdioServerTransport();
+  const closed = new Promise<void>((resolvePromise) => {
+    transport.onclose = () => resolvePromise();
+  });
+  await server.connect(transport);
+  server.server.onerror = (error) => {
+    log(`pyro mcp: protocol error: ${error.message}`);
+    if (error instanceof SyntaxError || /JSON/i.test(error.message)) {
+      const reply = { jsonrpc: "2.0", id: null, error: { code: -32700, message: `Parse error: ${error.message}` } };
+      transport.send(reply as unknown as JSONRPCMessage).catch(() => undefined);
+    }
+  };
+  const onEnd = () => {
+    void transport.close();
+  };
+  process.stdin.once("end", onEnd);
+  process.stdin.once("close", onEnd);
+  log(`pyro mcp: serving profile ${options.profile} on stdio`);
+  await closed;
+  await inFlight.cancelAll();
+  await server.close().catch(() => undefined);
+}
+
+export interface HttpServeOptions extends McpServerOptions {
+  host: string;
+  port: number;
+  /** Required on every request when set; always set when listening beyond loopback. */
+  token?: string;
+}
+
+export interface HttpServeHandle {
+  url: string;
+  token: string | undefined;
+  close: () => Promise<void>;
+  server: HttpServer;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.has(host) || host.startsWith("127.");
+}
+
+function sameToken(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * Serves Streamable HTTP on /mcp. Host and Origin headers are checked against
+ * the address pyro listens on (DNS rebinding), and a bearer token is required
+ * whenever it listens beyond loopback (generated when none is given).
+ */
+export async function serveHttp(pyro: Pyro, options: HttpServeOptions): Promise<HttpServeHandle> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const token = options.token ?? (isLoopback(options.host) ? undefined : randomBytes(24).toString("base64url"));
+  const inFlight = new InFlight();
+  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; server: McpServer }>();
+  let allowedHosts = new Set<string>();
+
+  const deny = (res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { "content-type": "application/json", ...headers });
+    res.end(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32000, message } }));
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? "/", "http://placeholder");
+    if (url.pathname !== "/mcp") return deny(res, 404, "not found: the MCP endpoint is /mcp");
+    const host = req.headers.host ?? "";
+    if (!allowedHosts.has(host.toLowerCase())) return deny(res, 403, `forbidden: Host ${host || "(none)"} is not this server`);
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      let originHost = "";
+      try {
+        originHost = new URL(origin).host.toLowerCase();
+      } catch {
+        // unparsable: refused below
+      }
+      if (!allowedHosts.has(originHost)) return deny(res, 403, `forbidden: Origin ${origin} is not allowed`);
+    }
+    if (token !== undefined) {
+      const given = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "")?.[1] ?? "";
+      if (!sameToken(given, token)) return deny(res, 401, "unauthorized: send Authorization: Bearer <token>", { "www-authenticate": "Bearer" });
+    }
+    const sessionId = req.headers["mcp-session-id"];
+    const existing = typeof sessionId === "string" ? sessions.get(sessionId) : undefined;
+    if (existing) return existing.transport.handleRequest(req, res);
+    if (typeof sessionId === "string") return deny(res, 404, "unknown or expired MCP session");
+    if (req.method !== "POST") return deny(res, 400, "start a session with an initialize POST");
+    const server = createMcpServer(pyro, options, inFlight);
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        sessions.set(id, { transport, server });
+      },
+      onsessionclosed: (id) => {
+        sessions.delete(id);
+      },
+    });
+    transport.onclose = () => {
+      if (transport.sessionId) sessions.delete(transport.sessionId);
+    };
+    await server.connect(transport);
+    await transport.handleRequest(req, res);
+  };
+
+  const http = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      log(`pyro mcp: ${String(error)}`);
+      if (!res.headersSent) deny(res, 500, "internal error");
+    });
+  });
+  await new Promise<void>((resolvePromise, reject) => {
+    http.once("error", reject);
+    http.listen(options.port, options.host, () => resolvePromise());
+  });
+  const address = http.address() as AddressInfo;
+  const hostPart = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const wildcard = options.host === "0.0.0.0" || options.host === "::";
+  // A wildcard bind answers on every local address; those (and only those) are this server's names.
+  const local = Object.values(networkInterfaces())
+    .flat()
+    .map((info) => (info?.family === "IPv6" ? `[${info.address}]` : info?.address))
+    .filter((name): name is string => Boolean(name));
+  const names = isLoopback(options.host) ? ["127.0.0.1", "localhost", "[::1]"] : wildcard ? [...local, "localhost"] : [hostPart, options.host];
+  allowedHosts = new Set(names.map((name) => `${name}:${address.port}`.toLowerCase()));
+  const url = `http://${hostPart}:${address.port}/mcp`;
+  log(`pyro mcp: serving profile ${options.profile} on ${url}`);
+  if (token !== undefined && options.token === undefined) log(`pyro mcp: bearer token (send as Authorization: Bearer <token>): ${token}`);
+  return {
+    url,
+    token,
+    server: http,
+    close: async () => {
+      await inFlight.cancelAll();
+      for (const { transport, server } of sessions.values()) {
+        await transport.close().catch(() => undefined);
+        await server.close().catch(() => undefined);
+      }
+      await new Promise<void>((r) => http.close(() => r()));
+    },
+  };
+}

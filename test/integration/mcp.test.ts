@@ -1,0 +1,310 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { request } from "node:http";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { release, tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { Pyro } from "../../src/index.js";
+import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, removeDir, tempStateDir, vmDirsUnder } from "../helpers.js";
+
+const stateDir = tempStateDir();
+const scratch = mkdtempSync(join(tmpdir(), "pyro-mcp-"));
+const serverEnv = { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0" } as Record<string, string>;
+
+const EXPECTED: Record<string, string[]> = {
+  "vm-run": ["vm_run"],
+  "workspace-core": [
+    "vm_list_environments",
+    "vm_run",
+    "workspace_create",
+    "workspace_delete",
+    "workspace_exec",
+    "workspace_list",
+    "workspace_logs",
+    "workspace_status",
+    "workspace_sync_push",
+  ],
+  "workspace-full": [
+    "vm_create",
+    "vm_delete",
+    "vm_exec",
+    "vm_list_environments",
+    "vm_network_info",
+    "vm_reap_expired",
+    "vm_run",
+    "vm_start",
+    "vm_status",
+    "vm_stop",
+    "workspace_create",
+    "workspace_delete",
+    "workspace_exec",
+    "workspace_list",
+    "workspace_logs",
+    "workspace_status",
+    "workspace_sync_push",
+  ],
+};
+
+async function stdioClient(profile?: string): Promise<{ client: Client; transport: StdioClientTransport }> {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [PYRO_BIN, "mcp", "serve", ...(profile ? ["--profile", profile] : [])],
+    env: serverEnv,
+    stderr: "pipe",
+  });
+  const client = new Client({ name: "pyro-test", version: "1.0.0" });
+  await client.connect(transport);
+  return { client, transport };
+}
+
+type Structured = Record<string, unknown>;
+
+function structured(result: unknown): Structured {
+  const r = result as { structuredContent?: Structured; isError?: boolean; content?: { text?: string }[] };
+  assert.ok(r.structuredContent, `no structuredContent: ${JSON.stringify(r)}`);
+  // Older clients read the same JSON as text.
+  assert.deepEqual(JSON.parse(r.content?.[0]?.text ?? "null"), r.structuredContent);
+  return r.structuredContent;
+}
+
+describe("pyro mcp serve with a real MCP client", () => {
+  let client: Client;
+  let guestKernel = "";
+
+  before(async () => {
+    await ensureEnvironment();
+    guestKernel = (await new Pyro().inspectEnvironment("debian:12")).kernelRelease ?? "";
+    ({ client } = await stdioClient());
+  });
+
+  afterEach(() => {
+    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+  });
+
+  after(async () => {
+    await client.close();
+    removeDir(stateDir);
+    removeDir(scratch);
+  });
+
+  test("each profile offers exactly its tools, with snake_case schemas and annotations", async () => {
+    for (const [profile, names] of Object.entries(EXPECTED)) {
+      const { client: c } = await stdioClient(profile);
+      const { tools } = await c.listTools();
+      assert.deepEqual(tools.map((t) => t.name).sort(), names, profile);
+      const run = tools.find((t) => t.name === "vm_run");
+      assert.deepEqual(Object.keys(run?.inputSchema.properties ?? {}).sort(), [
+        "allow_host_compat",
+        "command",
+        "environment",
+        "mem_mib",
+        "network",
+        "timeout_seconds",
+        "ttl_seconds",
+        "vcpu_count",
+      ]);
+      assert.deepEqual(run?.inputSchema.required?.sort(), ["command", "environment"]);
+      assert.ok(run?.outputSchema, "vm_run has an output schema");
+      for (const tool of tools) {
+        assert.ok(tool.annotations, `${tool.name} has annotations`);
+        assert.ok(tool.description && tool.description.length > 20, tool.name);
+        if (/_(status|list|logs|network_info)$|list_environments/.test(tool.name)) assert.equal(tool.annotations.readOnlyHint, true, tool.name);
+        if (/_(delete|stop)$|reap_expired/.test(tool.name)) assert.equal(tool.annotations.destructiveHint, true, tool.name);
+      }
+      if (profile === "workspace-full") {
+        const create = tools.find((t) => t.name === "workspace_create");
+        assert.ok(create?.inputSchema.properties && "seed_path" in create.inputSchema.properties);
+        const push = tools.find((t) => t.name === "workspace_sync_push");
+        assert.deepEqual(push?.inputSchema.required?.sort(), ["source_path", "workspace_id"]);
+      }
+      await c.close();
+    }
+  });
+
+  test("vm_run runs in a real guest, with progress notifications", async () => {
+    const progress: string[] = [];
+    const result = await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "uname -r" } }, undefined, {
+      onprogress: (p) => progress.push(String(p.message)),
+      timeout: 120_000,
+    });
+    const body = structured(result);
+    assert.equal(body.exit_code, 0);
+    assert.equal(body.stdout, `${guestKernel}\n`);
+    assert.notEqual(String(body.stdout).trim(), release());
+    assert.equal(body.execution_mode, "guest");
+    assert.ok(progress.some((m) => m.startsWith("boot:")), progress.join(" | "));
+  });
+
+  test("a non-zero exit is a result; pyro's own failures are isError results with code and hint", async () => {
+    const seven = structured(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "exit 7" } }));
+    assert.equal(seven.exit_code, 7);
+
+    const unknown = (await client.callTool({ name: "vm_run", arguments: { environment: "debian:99", command: "true" } })) as { isError?: boolean };
+    assert.equal(unknown.isError, true);
+    const error = structured(unknown).error as { code: string; message: string; hint: string };
+    assert.equal(error.code, "unknown_environment");
+    assert.match(error.hint, /debian:12/);
+
+    const missing = (await client.callTool({ name: "workspace_status", arguments: { workspace_id: "000000000000" } })) as { isError?: boolean };
+    assert.equal(missing.isError, true);
+    assert.equal((structured(missing).error as { code: string }).code, "workspace_not_found");
+  });
+
+  test("invalid arguments are rejected by the schema", async () => {
+    const outcome = await client
+      .callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "true", timeout_seconds: 0 } })
+      .then((r) => ({ result: r as { isError?: boolean; content?: { text?: string }[] } }))
+      .catch((error: unknown) => ({ error }));
+    if ("error" in outcome) {
+      assert.match(String(outcome.error), /timeout_seconds|Too small|Invalid/i);
+    } else {
+      assert.equal(outcome.result.isError, true);
+      assert.match(outcome.result.content?.[0]?.text ?? "", /validation.*timeout_seconds|timeout_seconds[\s\S]*(>=|too small|minimum)/i);
+    }
+    assert.deepEqual(vmDirsUnder(stateDir), []);
+  });
+
+  test("the workspace flow: create with seed_path, exec, sync_push, exec, logs, delete", async () => {
+    const seed = join(scratch, "seed");
+    mkdirSync(seed);
+    writeFileSync(join(seed, "README"), "seeded\n");
+    const ws = structured(await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: seed, name: "mcp" } }));
+    const id = String(ws.workspace_id);
+    assert.equal(ws.state, "started");
+    assert.deepEqual(ws.workspace_seed, { mode: "directory", seed_path: seed });
+
+    assert.equal(structured(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: id, command: "cat README" } })).stdout, "seeded\n");
+    const later = join(scratch, "later");
+    mkdirSync(later);
+    writeFileSync(join(later, "new.txt"), "pushed\n");
+    const push = structured(await client.callTool({ name: "workspace_sync_push", arguments: { workspace_id: id, source_path: later, dest: "in" } }));
+    assert.equal(push.dest, "/workspace/in");
+    assert.equal(structured(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: id, command: "cat in/new.txt" } })).stdout, "pushed\n");
+    const logs = structured(await client.callTool({ name: "workspace_logs", arguments: { workspace_id: id } }));
+    assert.deepEqual(
+      (logs.entries as { command: string }[]).map((e) => e.command),
+      ["cat README", "cat in/new.txt"],
+    );
+    assert.deepEqual(structured(await client.callTool({ name: "workspace_delete", arguments: { workspace_id: id } })), { workspace_id: id, deleted: true });
+    assert.deepEqual(vmDirsUnder(stateDir), []);
+  });
+
+  test("cancelling a running vm_run ends it within seconds and leaves no QEMU", async () => {
+    const controller = new AbortController();
+    const started = Date.now();
+    const call = client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "echo started; sleep 60" } }, undefined, {
+      signal: controller.signal,
+      timeout: 120_000,
+      onprogress: (p) => {
+        if (String(p.message).includes("started")) controller.abort();
+      },
+    });
+    await assert.rejects(call);
+    // The server cleans up after the cancellation arrives.
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && (qemuProcessesUnder(stateDir).length || vmDirsUnder(stateDir).length)) await sleep(100);
+    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmDirsUnder(stateDir), []);
+    assert.ok(Date.now() - started < 40_000);
+  });
+
+  test("garbage on stdin gets protocol errors; closing stdin exits cleanly", async () => {
+    const child = spawn(process.execPath, [PYRO_BIN, "mcp", "serve"], { env: serverEnv, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    child.stdin.write("this is not json\n{\"also\": broken\n");
+    child.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" })}\n`);
+    await sleep(1500);
+    child.stdin.end();
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    assert.equal(code, 0, stderr);
+    const replies = stdout.trim().split("\n").map((line) => JSON.parse(line) as { id: unknown; error?: { code: number }; result?: unknown });
+    assert.equal(replies.filter((r) => r.error?.code === -32700).length, 2, stdout);
+    assert.ok(replies.some((r) => r.id === 1 && r.result !== undefined), "the server still answered a valid request");
+    assert.match(stderr, /protocol error/);
+    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+  });
+});
+
+describe("pyro mcp serve over Streamable HTTP", () => {
+  async function serveHttp(args: string[], env: Record<string, string> = {}): Promise<{ url: string; stop: () => Promise<void>; stderr: () => string }> {
+    const child = spawn(process.execPath, [PYRO_BIN, "mcp", "serve", "--transport", "http", "--port", "0", ...args], {
+      env: { ...serverEnv, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    const url = await new Promise<string>((resolvePromise, reject) => {
+      child.stderr.setEncoding("utf8").on("data", (c: string) => {
+        stderr += c;
+        const match = /serving profile \S+ on (http:\/\/\S+)/.exec(stderr);
+        if (match?.[1]) resolvePromise(match[1]);
+      });
+      child.on("exit", () => reject(new Error(`server exited: ${stderr}`)));
+    });
+    return {
+      url,
+      stderr: () => stderr,
+      stop: async () => {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.on("exit", r));
+      },
+    };
+  }
+
+  test("on loopback: tools over HTTP; a foreign Origin or Host is refused", async () => {
+    const server = await serveHttp(["--profile", "vm-run"]);
+    try {
+      const client = new Client({ name: "pyro-test", version: "1.0.0" });
+      await client.connect(new StreamableHTTPClientTransport(new URL(server.url)));
+      assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ["vm_run"]);
+      await client.close();
+
+      const init = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-03-26", capabilities: {}, clientInfo: { name: "x", version: "1" } } });
+      const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+      const foreign = await fetch(server.url, { method: "POST", headers: { ...headers, origin: "http://evil.example" }, body: init });
+      assert.equal(foreign.status, 403);
+      // A DNS-rebinding page reaches 127.0.0.1 under its own name: the Host header gives it away.
+      const target = new URL(server.url);
+      const rebound = await new Promise<number>((resolvePromise, reject) => {
+        const req = request(
+          { host: target.hostname, port: target.port, path: target.pathname, method: "POST", headers: { ...headers, host: `evil.example:${target.port}` } },
+          (res) => {
+            res.resume();
+            resolvePromise(res.statusCode ?? 0);
+          },
+        );
+        req.on("error", reject);
+        req.end(init);
+      });
+      assert.equal(rebound, 403);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("beyond loopback a bearer token is required", async () => {
+    const server = await serveHttp(["--host", "0.0.0.0", "--profile", "vm-run"], { PYRO_MCP_TOKEN: "" });
+    try {
+      const token = /Bearer <token>\): (\S+)/.exec(server.stderr())?.[1];
+      assert.ok(token, server.stderr());
+      const url = new URL(server.url.replace("0.0.0.0", "127.0.0.1"));
+      const anonymous = new Client({ name: "pyro-test", version: "1.0.0" });
+      await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(url)), /401|nauthorized/);
+      const wrong = new Client({ name: "pyro-test", version: "1.0.0" });
+      await assert.rejects(wrong.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: { authorization: "Bearer nope" } } })), /401|nauthorized/);
+      const authorized = new Client({ name: "pyro-test", version: "1.0.0" });
+      await authorized.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+      assert.deepEqual((await authorized.listTools()).tools.map((t) => t.name), ["vm_run"]);
+      await authorized.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
