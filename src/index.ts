@@ -25,6 +25,7 @@ export type {
   WorkspacePushResult,
 } from "./sdk/types.js";
 export type { DoctorReport, ToolReport } from "./sdk/doctor.js";
-export { Defaults } from "./config.js";
+export { Defaults, type Paths } from "./config.js";
+export type { KvmReport } from "./backends/qemu/accel.js";
 export { CATALOG, type EnvironmentSpec } from "./environments/catalog.js";
 export { ErrorCode, InvalidArgumentError, PyroError, type ErrorCodeValue, type PyroErrorOptions } from "./errors.js";

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
-import { ErrorCode, PyroError } from "../errors.js";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { encodeFrame, FrameDecoder, type Frame, type FrameHeader } from "./frame.js";
 
 export interface HelloOptions {
@@ -221,6 +221,11 @@ export class AgentSession {
             finish({ files: n(header.files), dirs: n(header.dirs), symlinks: n(header.symlinks), bytes: n(header.bytes) });
           } else if (header.type === "error") {
             const message = String(header.message).slice(0, 2000);
+            if (header.code === "bad_request") {
+              // The agent refuses a destination it cannot use (a file, or a symlink, in the way).
+              finish(new InvalidArgumentError("dest", message, "push to a directory under /workspace"));
+              return;
+            }
             const code = header.code === "bad_archive" ? ErrorCode.sourceRefused : header.code === "too_large" ? ErrorCode.sourceTooLarge : ErrorCode.agentError;
             finish(new PyroError(code, code === ErrorCode.agentError ? `copying files into the guest failed: ${message}` : message, { details: { agentCode: header.code } }));
           }

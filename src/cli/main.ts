@@ -35,6 +35,11 @@ Environment variables:
   PYRO_ACCEL=kvm|tcg        force the accelerator (default: KVM when it really works, else TCG)
   PYRO_QEMU_BINARY          QEMU to use (default qemu-system-x86_64)
   PYRO_DEBIAN_MIRROR        Debian mirror for building environments (default: mmdebstrap's)
+  PYRO_BOOT_TIMEOUT_SECONDS cold boot deadline (default 90; restores get 20)
+  PYRO_TEMPLATES=0          always boot cold, never restore template snapshots
+  PYRO_MCP_TOKEN            bearer token for pyro mcp serve --transport http
+  PYRO_PROGRESS=1           progress lines on stderr even when it is not a terminal
+  PYRO_AGENT_PATH           guest agent binary (default: the one npm run build made)
   PYRO_DEBUG=1              debug lines on stderr`;
 
 export function buildProgram(ctx: CliContext): Command {
@@ -73,14 +78,20 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   const ctx = newContext(new Pyro(), controller.signal);
+  // Known before parsing, so that even a bad option gets the JSON error document.
+  ctx.json = argv.slice(2, argv.includes("--") ? argv.indexOf("--") : undefined).includes("--json");
   try {
     await buildProgram(ctx).parseAsync(argv);
     return ctx.exitCode;
   } catch (error) {
     ctx.progress.stop();
     if (error instanceof CommanderError) {
-      // Help and version requests are not failures.
+      // Help and version requests are not failures; commander has already printed its own message.
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      if (ctx.json) {
+        const message = error.message.replace(/^error: /, "");
+        process.stdout.write(`${JSON.stringify({ error: { code: ErrorCode.invalidArgument, message, hint: "see pyro --help" } }, null, 2)}\n`);
+      }
       return EXIT_CODES[ErrorCode.invalidArgument];
     }
     const failure = controller.signal.aborted && !(error instanceof PyroError) ? new PyroError(ErrorCode.cancelled, "cancelled") : toPyroError(error);

@@ -76,7 +76,7 @@ export async function ensureKernel(kernelsDir: string, options: { mirror?: strin
       vmlinuxSize: vmlinux.length,
       modules,
     };
-    await writeJsonAtomic(join(out, "kernel.json"), record);
+    await writeJsonAtomic(join(out, "kernel.json"), record, 0o644);
     const final = join(kernelsDir, release);
     await rm(final, { recursive: true, force: true });
     await rename(out, final);

@@ -68,10 +68,13 @@ const TOOLS = [
 export class EnvironmentStore {
   readonly root: string;
   readonly mirror: string | undefined;
+  /** The guest agent built into new initramfs images. */
+  readonly agentPath: string;
 
   constructor(paths: Paths, env: NodeJS.ProcessEnv = process.env) {
     this.root = paths.environmentsDir;
     this.mirror = env.PYRO_DEBIAN_MIRROR || undefined;
+    this.agentPath = agentBinaryPath(env);
   }
 
   entryDir(name: string): string {
@@ -106,7 +109,7 @@ export class EnvironmentStore {
       const size = await stat(join(dir, file.path)).then((s) => s.size).catch(() => -1);
       if (size !== file.size) return { state: "corrupt", manifest, reason: `${file.path} is missing or has the wrong size` };
     }
-    const agentChanged = manifest.agent.sha256 !== (await currentAgentDigest());
+    const agentChanged = manifest.agent.sha256 !== (await agentDigest(this.agentPath));
     return { state: "installed", manifest, agentChanged };
   }
 
@@ -176,14 +179,14 @@ export class EnvironmentStore {
 
   private async refreshInitramfs(manifest: EnvironmentManifest): Promise<EnvironmentManifest> {
     const dir = this.entryDir(manifest.name);
-    const image = await buildInitramfs(agentBinaryPath(), join(dir, "modules"));
+    const image = await buildInitramfs(this.agentPath, join(dir, "modules"));
     await writeFileAtomic(join(dir, "initramfs.img"), image, 0o644);
     const next: EnvironmentManifest = {
       ...manifest,
       files: { ...manifest.files, initramfs: await digestOf(dir, "initramfs.img") },
-      agent: { sha256: await currentAgentDigest() },
+      agent: { sha256: await agentDigest(this.agentPath) },
     };
-    await writeJsonAtomic(join(dir, "manifest.json"), next);
+    await writeJsonAtomic(join(dir, "manifest.json"), next, 0o644);
     return next;
   }
 
@@ -194,7 +197,7 @@ export class EnvironmentStore {
         hint: `run \`sudo pyro env pull ${spec.name}\` once, or point PYRO_ENVIRONMENT_CACHE_DIR at a cache built by root`,
       });
     }
-    const agentPath = agentBinaryPath();
+    const agentPath = this.agentPath;
     if (!(await pathExists(agentPath))) {
       throw new PyroError(ErrorCode.environmentBuildFailed, `the guest agent binary is missing at ${agentPath}`, {
         hint: "run `npm run build` (needs golang-go) in the pyro-mcp checkout",
@@ -267,10 +270,10 @@ export class EnvironmentStore {
           initramfs: await digestOf(out, "initramfs.img"),
           rootfs: await digestOf(out, "rootfs.qcow2"),
         },
-        agent: { sha256: await currentAgentDigest() },
+        agent: { sha256: await agentDigest(agentPath) },
       };
       // The manifest is written last: an entry without one is never used.
-      await writeJsonAtomic(join(out, "manifest.json"), manifest);
+      await writeJsonAtomic(join(out, "manifest.json"), manifest, 0o644);
 
       const final = this.entryDir(spec.name);
       const trash = join(work, "old");
@@ -374,8 +377,7 @@ async function digestOf(dir: string, path: string): Promise<FileDigest> {
 let agentDigestCache: { key: string; digest: string } | undefined;
 
 /** Digest of the agent binary this pyro would put into an initramfs. */
-export async function currentAgentDigest(): Promise<string> {
-  const path = agentBinaryPath();
+export async function agentDigest(path: string): Promise<string> {
   const info = await stat(path).catch(() => undefined);
   if (!info) return "missing";
   const key = `${path}:${info.size}:${info.mtimeMs}`;

@@ -78,9 +78,14 @@ function sameKey(a: TemplateKey, b: TemplateKey): boolean {
 export class TemplateStore {
   constructor(readonly root: string) {}
 
+  /** The part of a template's directory name that names its environment and shape. */
+  private shapePrefix(key: TemplateKey): string {
+    return `${cacheKey(key.environment)}-${key.vcpuCount}cpu-${key.memMib}m-${key.network ? "net" : "nonet"}-${key.accel}-`;
+  }
+
   dirFor(key: TemplateKey): string {
     const hash = createHash("sha256").update(JSON.stringify(key, Object.keys(key).sort())).digest("hex").slice(0, 16);
-    return join(this.root, `${cacheKey(key.environment)}-${key.vcpuCount}cpu-${key.memMib}m-${key.network ? "net" : "nonet"}-${key.accel}-${hash}`);
+    return join(this.root, `${this.shapePrefix(key)}${hash}`);
   }
 
   /**
@@ -105,7 +110,7 @@ export class TemplateStore {
     }
     if (!manifest) return { missing: true };
     const problem = await this.check(dir, manifest, key);
-    if (problem === "restamped") await writeJsonAtomic(manifestPath, manifest);
+    if (problem === "restamped") await writeJsonAtomic(manifestPath, manifest, 0o644);
     else if (problem) {
       debug("template", `discarding ${dir}: ${problem}`);
       await this.remove(dir);
@@ -157,11 +162,16 @@ export class TemplateStore {
             disk: await this.adopt(work, final, "disk.qcow2"),
             memory: await this.adopt(work, final, "ram"),
           };
-          await writeJsonAtomic(join(final, "manifest.json"), { key, createdAt: new Date().toISOString(), files } satisfies TemplateManifest);
+          await writeJsonAtomic(join(final, "manifest.json"), { key, createdAt: new Date().toISOString(), files } satisfies TemplateManifest, 0o644);
           await this.remove(dir);
           await rename(final, dir);
         } finally {
           await rm(work, { recursive: true, force: true });
+        }
+        // Templates of the same shape made for an older environment, agent or QEMU are never used again.
+        for (const name of await readdir(this.root)) {
+          const path = join(this.root, name);
+          if (name.startsWith(this.shapePrefix(key)) && path !== dir && !name.endsWith(".lock") && !name.includes(".deleting-")) await this.remove(path);
         }
         const made = await this.find(key);
         if (!made) throw new Error(`the template in ${dir} did not validate after it was made`);

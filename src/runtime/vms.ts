@@ -60,7 +60,7 @@ export class VmManager {
 
   constructor(
     readonly paths: Paths,
-    private readonly env: NodeJS.ProcessEnv = process.env,
+    readonly env: NodeJS.ProcessEnv = process.env,
   ) {
     this.store = new VmStore(paths.stateDir);
     this.environments = new EnvironmentStore(paths, env);
@@ -198,7 +198,9 @@ export class VmManager {
       return await this.templates.build(key, (work) => this.makeTemplateState(work, environment, key));
     } catch (error) {
       if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
-      debug("template", `could not make a template, booting cold: ${error instanceof Error ? error.message : String(error)}`);
+      const reason = error instanceof Error ? error.message : String(error);
+      debug("template", `could not make a template, booting cold: ${reason}`);
+      hooks.onProgress?.({ phase: "template", message: `could not save a template snapshot (${reason}); booting cold` });
       return undefined;
     }
   }
@@ -254,6 +256,7 @@ export class VmManager {
     const memoryFile = { path: join(work, "ram"), shared: true };
     const result = await bootVm(this.launchSpec(files, environment, key, key.tscKhz ?? undefined, { memoryFile }), files, {
       deadline: Date.now() + this.bootTimeoutSeconds() * 1000,
+      qemuBinary: qemuBinary(this.env),
       hello: { timeUnixMs: Date.now() },
     });
     try {
@@ -291,7 +294,8 @@ export class VmManager {
   }
 
   private bootTimeoutSeconds(): number {
-    return Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS) || Defaults.bootTimeoutSeconds;
+    const value = Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS);
+    return Number.isFinite(value) && value > 0 ? value : Defaults.bootTimeoutSeconds;
   }
 
   private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks, template?: ReadyTemplate): Promise<VmRecord> {
@@ -311,6 +315,7 @@ export class VmManager {
     try {
       const result = await bootVm(spec, files, {
         deadline: Date.now() + timeoutSeconds * 1000,
+        qemuBinary: qemuBinary(this.env),
         signal: hooks.signal,
         hello: {
           timeUnixMs: Date.now(),

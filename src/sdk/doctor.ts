@@ -42,16 +42,18 @@ const TOOLS: { name: string; args: string[]; purpose: string }[] = [
   { name: "mmdebstrap", args: ["--version"], purpose: "builds environments from Debian's archive" },
   { name: "mkfs.ext4", args: ["-V"], purpose: "root filesystem images" },
   { name: "lz4", args: ["--version"], purpose: "unpacks the guest kernel" },
+  { name: "zstd", args: ["--version"], purpose: "compresses template snapshots" },
+  { name: "depmod", args: ["--version"], purpose: "resolves the guest kernel's modules (kmod)" },
 ];
 
 const DOCTOR_ENVIRONMENT = "debian:12";
 
 export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions & { bootCheck?: boolean }): Promise<DoctorReport> {
   const problems: string[] = [];
-  const choice = await chooseAccel(pyro.paths.stateDir);
+  const choice = await chooseAccel(pyro.paths.stateDir, vms.env);
   const tools: ToolReport[] = [];
   for (const tool of TOOLS) {
-    const name = tool.name === "qemu-system-x86_64" ? qemuBinary() : tool.name;
+    const name = tool.name === "qemu-system-x86_64" ? qemuBinary(vms.env) : tool.name;
     const path = (await which(name)) ?? null;
     let version: string | null = null;
     if (path) {

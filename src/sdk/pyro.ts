@@ -218,7 +218,7 @@ export class Pyro {
     };
   }
 
-  /** Deletes every VM whose time to live has passed. */
+  /** Deletes every VM and workspace whose time to live has passed. */
   async reapExpired(): Promise<ReapResult> {
     const reapedVmIds = await this.vms.reapExpired();
     this.lastReap = Date.now();

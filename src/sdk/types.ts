@@ -5,7 +5,7 @@ export type { Accel, ExecutionMode, VmState };
 
 /** A step of a long operation (environment pull, boot), for progress display. */
 export interface ProgressEvent {
-  /** kernel, rootfs, image, initramfs, verify, boot, restore, exec, cleanup, done */
+  /** kernel, rootfs, image, initramfs, verify, done (environment builds); template, boot, seed, exec, cleanup. */
   phase: string;
   message: string;
 }

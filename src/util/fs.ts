@@ -37,8 +37,9 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+/** Mode 0600 by default (state); cache files that other users read pass 0o644. */
+export async function writeJsonAtomic(path: string, value: unknown, mode = 0o600): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, mode);
 }
 
 /** Reads JSON, returning undefined when the file does not exist. */

@@ -10,7 +10,7 @@ const stateDir = tempStateDir();
 /** A cache of our own, seeded with a copy of the shared debian:12, so we can damage it. */
 const cacheDir = tempStateDir("pyro-test-cache-");
 const envDir = join(cacheDir, "environments");
-const env = { PYRO_ENVIRONMENT_CACHE_DIR: envDir };
+const env = { PYRO_CACHE_DIR: cacheDir, PYRO_ENVIRONMENT_CACHE_DIR: envDir };
 
 function json<T>(stdout: string): T {
   return JSON.parse(stdout) as T;

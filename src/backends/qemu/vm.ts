@@ -85,6 +85,8 @@ async function tail(path: string, maxChars = 4000): Promise<string> {
 
 export interface BootOptions {
   deadline: number;
+  /** The QEMU to run (default: PYRO_QEMU_BINARY of this process, or qemu-system-x86_64). */
+  qemuBinary?: string;
   signal?: AbortSignal;
   hello?: HelloOptions;
   onPhase?: (message: string) => void;
@@ -113,13 +115,14 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   const t0 = performance.now();
   const mark = (what: string) => debug("boot", `${(performance.now() - t0).toFixed(0)} ms ${what}`);
   const args = qemuArgs(spec);
-  debug("qemu", `${qemuBinary()} ${args.join(" ")}`);
+  const binary = options.qemuBinary ?? qemuBinary();
+  debug("qemu", `${binary} ${args.join(" ")}`);
   const logFd = openSync(files.qemuLog, "a", 0o600);
   let exited: string | undefined;
   let onExit: (() => void) | undefined;
   const child = (() => {
     try {
-      return spawn(qemuBinary(), args, { cwd: files.dir, detached: true, stdio: ["ignore", logFd, logFd] });
+      return spawn(binary, args, { cwd: files.dir, detached: true, stdio: ["ignore", logFd, logFd] });
     } finally {
       closeSync(logFd);
     }
@@ -129,7 +132,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     child.once("error", (error) => resolvePromise(error));
   });
   if (spawnError || child.pid === undefined) {
-    throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${qemuBinary()}): ${spawnError?.message ?? "no pid"}`, {
+    throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${binary}): ${spawnError?.message ?? "no pid"}`, {
       hint: "install QEMU (apt-get install qemu-system-x86 qemu-utils) or set PYRO_QEMU_BINARY",
     });
   }

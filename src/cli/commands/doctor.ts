@@ -17,7 +17,7 @@ function render(report: DoctorReport): string {
     "tools:",
     ...report.tools.map((t) => `  ${t.name.padEnd(20)} ${t.path ? (t.version ?? "?") : pc.red("missing")} ${pc.dim(`(${t.purpose})`)}`),
     `state dir:     ${report.paths.stateDir}`,
-    `cache dir:     ${report.paths.environmentsDir}`,
+    `cache dir:     ${report.paths.cacheDir} (environments: ${report.paths.environmentsDir})`,
     `environments:  ${report.environments.map((e) => `${e.name} ${e.state}`).join(", ")}`,
     `networking:    ${report.networking.detail}`,
     `guest boot:    ${yesNo(report.guest.boot)}`,

@@ -51,7 +51,7 @@ Examples:
   pyro run debian:12 --json -- sh -lc 'echo "a  b"; uname -r'
   pyro run debian:12-build --timeout-seconds 120 -- make -C /workspace test
 
-Exit status is the command's own; pyro's failures use 64-75 (see \`pyro --help\`).`,
+Exit status is the command's own; pyro's failures use 64-78 and 130 (see \`pyro --help\`).`,
     )
     .action(async (environment: string, command: string[], flags: VmFlags) => {
       ctx.json = flags.json === true;

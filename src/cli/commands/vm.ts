@@ -129,7 +129,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     });
 
   vm.command("reap")
-    .description("delete every VM whose time to live has passed")
+    .description("delete every VM and workspace whose time to live has passed")
     .option("--json", "print JSON")
     .action(async (flags: { json?: boolean }) => {
       setJson(flags);

@@ -1,0 +1,57 @@
+import { toPyroError } from "../errors.js";
+import type { Pyro } from "../sdk/pyro.js";
+import { findTool, toolsFor, type ProfileName, type ToolContext, type ToolSpec } from "../tools/catalog.js";
+
+export interface ToolSelection {
+  /** A profile of tools (default `vm-run`: only vm_run, the one-shot tool most agents need). */
+  profile?: ProfileName;
+  /** Or exactly these tools by name, e.g. ["vm_run", "workspace_create", "workspace_exec"]. */
+  tools?: readonly string[];
+}
+
+export function selectTools(selection: ToolSelection = {}): ToolSpec[] {
+  if (selection.tools) {
+    return selection.tools.map((name) => {
+      const tool = findTool(name);
+      if (!tool) throw new Error(`pyro has no tool named "${name}"`);
+      return tool;
+    });
+  }
+  return toolsFor(selection.profile ?? "vm-run");
+}
+
+/**
+ * Validates arguments with the tool's schema and runs it. Never throws for
+ * pyro's own failures or bad arguments: a model acts better on an error it
+ * can read, so those come back as `{ error: { code, message, hint } }`.
+ */
+export async function invokeTool(pyro: Pyro, tool: ToolSpec, args: unknown, context: ToolContext = {}): Promise<Record<string, unknown>> {
+  const parsed = tool.input.safeParse(args);
+  if (!parsed.success) {
+    return {
+      error: {
+        code: "invalid_argument",
+        message: parsed.error.issues.map((issue) => `${issue.path.join(".") || "arguments"}: ${issue.message}`).join("; "),
+        hint: `check the arguments against the ${tool.name} schema`,
+      },
+    };
+  }
+  try {
+    return await tool.run(pyro, parsed.data, context);
+  } catch (error) {
+    const failure = toPyroError(error);
+    return { error: { code: failure.code, message: failure.message, hint: failure.hint ?? null } };
+  }
+}
+
+/** Imports an optional peer dependency, or fails with the package to install. */
+export async function loadPeer<T>(specifier: string, packageName: string, subpath: string): Promise<T> {
+  try {
+    return (await import(specifier)) as T;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" || (error as NodeJS.ErrnoException).code === "MODULE_NOT_FOUND") {
+      throw new Error(`pyro-mcp/${subpath} needs the optional package ${packageName}; install it with: npm install ${packageName}`, { cause: error });
+    }
+    throw error;
+  }
+}
