@@ -24,42 +24,13 @@ import { CATALOG } from "../src/environments/catalog.js";
 import { ErrorCode } from "../src/errors.js";
 import { Pyro } from "../src/sdk/pyro.js";
 import { DEFAULT_PROFILE, PROFILES, TOOLS, toolsFor, type ToolSpec } from "../src/tools/catalog.js";
+import { SURFACES } from "../src/tools/surfaces.js";
 import { snakeKey } from "../src/util/case.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 export const CONTRACT_PATH = join(ROOT, "docs", "public-contract.md");
 
 // ---- the only hand-maintained parts ----
-
-/**
- * Which CLI command and MCP tool expose each SDK method. Checked against the
- * code on every run: a method, command or tool missing here (or named here
- * but gone) makes generation fail.
- */
-const OPERATIONS: Record<string, { cli: string; mcp: string | null }> = {
-  runInVm: { cli: "run", mcp: "vm_run" },
-  createVm: { cli: "vm create", mcp: "vm_create" },
-  startVm: { cli: "vm start", mcp: "vm_start" },
-  execVm: { cli: "vm exec", mcp: "vm_exec" },
-  statusVm: { cli: "vm status", mcp: "vm_status" },
-  listVms: { cli: "vm list", mcp: null },
-  stopVm: { cli: "vm stop", mcp: "vm_stop" },
-  deleteVm: { cli: "vm delete", mcp: "vm_delete" },
-  createWorkspace: { cli: "workspace create", mcp: "workspace_create" },
-  pushWorkspaceSync: { cli: "workspace sync push", mcp: "workspace_sync_push" },
-  execWorkspace: { cli: "workspace exec", mcp: "workspace_exec" },
-  statusWorkspace: { cli: "workspace status", mcp: "workspace_status" },
-  logsWorkspace: { cli: "workspace logs", mcp: "workspace_logs" },
-  listWorkspaces: { cli: "workspace list", mcp: "workspace_list" },
-  deleteWorkspace: { cli: "workspace delete", mcp: "workspace_delete" },
-  networkInfoVm: { cli: "vm network-info", mcp: "vm_network_info" },
-  reapExpired: { cli: "vm reap", mcp: "vm_reap_expired" },
-  listEnvironments: { cli: "env list", mcp: "vm_list_environments" },
-  pullEnvironment: { cli: "env pull", mcp: null },
-  inspectEnvironment: { cli: "env inspect", mcp: null },
-  pruneEnvironments: { cli: "env prune", mcp: null },
-  doctor: { cli: "doctor", mcp: null },
-};
 
 /**
  * What each environment variable read in src/ does. The variables themselves
@@ -422,11 +393,11 @@ export function generateContract(): string {
 
   // Keep the hand-maintained tables honest.
   const methodNames = sdk.methods.map((m) => m.name);
-  for (const name of methodNames) if (!OPERATIONS[name]) throw new Error(`Pyro.${name} is missing from OPERATIONS in scripts/contract.ts`);
-  for (const [name, op] of Object.entries(OPERATIONS)) {
-    if (!methodNames.includes(name)) throw new Error(`OPERATIONS names Pyro.${name}, which does not exist`);
-    if (!leaves.has(op.cli)) throw new Error(`OPERATIONS: no CLI command "pyro ${op.cli}"`);
-    if (op.mcp && !tools.has(op.mcp)) throw new Error(`OPERATIONS: no MCP tool ${op.mcp}`);
+  for (const name of methodNames) if (!SURFACES[name]) throw new Error(`Pyro.${name} is missing from SURFACES in src/tools/surfaces.ts`);
+  for (const [name, op] of Object.entries(SURFACES)) {
+    if (!methodNames.includes(name)) throw new Error(`SURFACES names Pyro.${name}, which does not exist`);
+    if (!leaves.has(op.cli)) throw new Error(`SURFACES: no CLI command "pyro ${op.cli}"`);
+    if (op.mcp && !tools.has(op.mcp)) throw new Error(`SURFACES: no MCP tool ${op.mcp}`);
   }
   const envVars = scanEnvVars();
   for (const name of envVars.keys()) if (!ENV_VARS[name]) throw new Error(`${name} is read in src/ but not described in ENV_VARS in scripts/contract.ts`);
@@ -467,14 +438,14 @@ export function generateContract(): string {
     table(
       ["SDK method", "CLI", "MCP tool"],
       methodNames.map((name) => {
-        const op = OPERATIONS[name]!;
+        const op = SURFACES[name]!;
         return [code(name), code(`pyro ${op.cli}`), op.mcp ? code(op.mcp) : "—"];
       }),
     ),
     "",
     "CLI only: " +
       [...leaves.keys()]
-        .filter((path) => !Object.values(OPERATIONS).some((op) => op.cli === path))
+        .filter((path) => !Object.values(SURFACES).some((op) => op.cli === path))
         .map((path) => code(`pyro ${path}`))
         .join(", ") +
       ".",
@@ -589,7 +560,7 @@ export function generateContract(): string {
   }
   push("### Methods", "");
   for (const method of sdk.methods) {
-    const op = OPERATIONS[method.name]!;
+    const op = SURFACES[method.name]!;
     push(
       `#### \`${method.name}\``,
       "",
@@ -629,7 +600,7 @@ export function generateContract(): string {
   // MCP
   const returnsOf = new Map<string, ts.Type>();
   for (const method of sdk.methods) {
-    const tool = OPERATIONS[method.name]?.mcp;
+    const tool = SURFACES[method.name]?.mcp;
     if (tool) returnsOf.set(tool, method.returns);
   }
   push(

@@ -2,7 +2,8 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Pyro } from "../src/index.js";
+import assert from "node:assert/strict";
+import { Pyro, PyroError } from "../src/index.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 export const PYRO_BIN = join(ROOT, "bin", "pyro");
@@ -93,4 +94,17 @@ export function ensureEnvironment(name = "debian:12"): Promise<unknown> {
     onProgress: (e) => process.stderr.write(`# pull ${name}: ${e.message}\n`),
   });
   return pulled;
+}
+
+/** Awaits a promise that must fail with a PyroError of `code` (and a message matching `message`). */
+export async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<PyroError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof PyroError, `not a PyroError: ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (message) assert.match(error.message, message);
+    return error;
+  }
+  assert.fail(`expected ${code}`);
 }

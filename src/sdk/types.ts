@@ -1,5 +1,6 @@
 import type { Accel } from "../backends/qemu/accel.js";
 import type { ExecutionMode, VmState } from "../runtime/store.js";
+import type { JournalEntry } from "../runtime/workspaces.js";
 
 export type { Accel, ExecutionMode, VmState };
 
@@ -189,20 +190,8 @@ export interface WorkspacePushResult {
   bytes: number;
 }
 
-export interface WorkspaceLogEntry {
-  sequence: number;
-  command: string;
-  exitCode: number;
-  timedOut: boolean;
-  durationMs: number;
-  startedAt: string;
-  finishedAt: string;
-  /** At most 16 KiB per stream is kept in the journal. */
-  stdout: string;
-  stderr: string;
-  stdoutTruncated: boolean;
-  stderrTruncated: boolean;
-}
+/** One command of a workspace's journal; at most 16 KiB per stream of output is kept. */
+export type WorkspaceLogEntry = JournalEntry;
 
 export interface WorkspaceLogs {
   workspaceId: string;

@@ -3,7 +3,7 @@ import { toSnake } from "../util/case.js";
 import { Defaults, Limits } from "../config.js";
 import { CATALOG } from "../environments/catalog.js";
 import type { Pyro } from "../sdk/pyro.js";
-import type { ProgressEvent } from "../sdk/types.js";
+import type { ProgressEvent, VmOptions } from "../sdk/types.js";
 
 /**
  * The tools pyro offers to models, defined once: names and snake_case
@@ -68,6 +68,18 @@ const vmShape = {
   network: network.optional(),
   allow_host_compat: allowHostCompat.optional(),
 };
+
+/** The VM arguments every creating tool shares, in the SDK's vocabulary. */
+function vmOptionsOf(a: Record<string, unknown>): VmOptions {
+  return {
+    environment: a.environment as string,
+    vcpuCount: a.vcpu_count as number | undefined,
+    memMib: a.mem_mib as number | undefined,
+    ttlSeconds: a.ttl_seconds as number | undefined,
+    network: a.network as boolean | undefined,
+    allowHostCompat: a.allow_host_compat as boolean | undefined,
+  };
+}
 
 // ---- result schemas ----
 
@@ -178,14 +190,9 @@ export const TOOLS: readonly ToolSpec[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.runInVm({
-          environment: a.environment as string,
+          ...vmOptionsOf(a),
           command: a.command as string,
-          vcpuCount: a.vcpu_count as number | undefined,
-          memMib: a.mem_mib as number | undefined,
           timeoutSeconds: a.timeout_seconds as number | undefined,
-          ttlSeconds: a.ttl_seconds as number | undefined,
-          network: a.network as boolean | undefined,
-          allowHostCompat: a.allow_host_compat as boolean | undefined,
           signal: context.signal,
           onProgress: progressOf(context),
           onOutput: outputOf(context),
@@ -211,12 +218,7 @@ export const TOOLS: readonly ToolSpec[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.createVm({
-          environment: a.environment as string,
-          vcpuCount: a.vcpu_count as number | undefined,
-          memMib: a.mem_mib as number | undefined,
-          ttlSeconds: a.ttl_seconds as number | undefined,
-          network: a.network as boolean | undefined,
-          allowHostCompat: a.allow_host_compat as boolean | undefined,
+          ...vmOptionsOf(a),
           signal: context.signal,
           onProgress: progressOf(context),
         }),
@@ -319,15 +321,10 @@ export const TOOLS: readonly ToolSpec[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.createWorkspace({
-          environment: a.environment as string,
+          ...vmOptionsOf(a),
           seedPath: a.seed_path as string | undefined,
           name: a.name as string | undefined,
           labels: a.labels as Record<string, string> | undefined,
-          vcpuCount: a.vcpu_count as number | undefined,
-          memMib: a.mem_mib as number | undefined,
-          ttlSeconds: a.ttl_seconds as number | undefined,
-          network: a.network as boolean | undefined,
-          allowHostCompat: a.allow_host_compat as boolean | undefined,
           signal: context.signal,
           onProgress: progressOf(context),
         }),

@@ -5,24 +5,12 @@ import { release } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Pyro, PyroError } from "../../src/index.js";
+import { Pyro } from "../../src/index.js";
 import { processStartTime } from "../../src/util/proc.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const pyro = new Pyro({ stateDir });
-
-async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<PyroError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PyroError, `not a PyroError: ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (message) assert.match(error.message, message);
-    return error;
-  }
-  assert.fail(`expected ${code}`);
-}
 
 function qemuPidOf(vmId: string): number {
   const pids = qemuProcessesUnder(vmId);

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Pyro, PyroError } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { Pyro } from "../../src/index.js";
+import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
 import { makeTar, type RawEntry } from "../tar.js";
 
 const stateDir = tempStateDir();
@@ -15,18 +15,6 @@ const pyro = new Pyro({ stateDir });
 
 function json<T>(stdout: string): T {
   return JSON.parse(stdout) as T;
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<PyroError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PyroError, `not a PyroError: ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (message) assert.match(error.message, message);
-    return error;
-  }
-  assert.fail(`expected ${code}`);
 }
 
 function seedDir(name: string, files: Record<string, string>): string {

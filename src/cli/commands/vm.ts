@@ -26,9 +26,6 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .command("vm")
     .description("lower-level VM lifecycle: create, start, exec (then auto-delete), status, stop, delete")
     .addHelpText("after", "\nMost callers want `pyro run`. Use these when you need status or inspection before the final exec.");
-  const setJson = (flags: { json?: boolean }) => {
-    ctx.json = flags.json === true;
-  };
 
   const create = vm.command("create").description("create a VM record (builds the environment on first use) without booting").argument("<environment>", "e.g. debian:12");
   for (const option of vmOptions()) create.addOption(option);
@@ -36,7 +33,6 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .option("--json", "print JSON")
     .option("--id-only", "print only the VM id")
     .action(async (environment: string, flags: VmFlags & { idOnly?: boolean }) => {
-      setJson(flags);
       const info = await ctx.pyro.createVm({
         environment,
         vcpuCount: flags.vcpuCount,
@@ -55,8 +51,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .description("boot a created or stopped VM")
     .argument("<vm-id>")
     .option("--json", "print JSON")
-    .action(async (vmId: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (vmId: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.startVm(vmId, { onProgress: ctx.progress.onProgress, signal: ctx.signal });
       emit(ctx, info, () => describeVm(info));
     });
@@ -68,7 +63,6 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .addOption(timeoutOption())
     .option("--json", "print one JSON result document")
     .action(async (vmId: string, command: string[], flags: VmFlags) => {
-      setJson(flags);
       const result = await ctx.pyro.execVm(vmId, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, signal: ctx.signal, onOutput: streamTo(ctx) });
       writeExecResult(ctx, result, !ctx.json);
     });
@@ -77,8 +71,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .description("show a VM's state (a VM whose QEMU died shows as failed)")
     .argument("<vm-id>")
     .option("--json", "print JSON")
-    .action(async (vmId: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (vmId: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.statusVm(vmId);
       emit(ctx, info, () => describeVm(info));
     });
@@ -86,8 +79,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
   vm.command("list")
     .description("list VMs")
     .option("--json", "print JSON")
-    .action(async (flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (_flags: { json?: boolean }) => {
       const vms = await ctx.pyro.listVms();
       emit(ctx, { vms }, () =>
         vms.length ? table([["VM_ID", "ENVIRONMENT", "STATE", "EXPIRES_AT"], ...vms.map((v) => [v.vmId, v.environment, v.state, v.expiresAt])]) : "no VMs",
@@ -98,8 +90,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .description("power a VM off, keeping its disk; `pyro vm start` boots it again")
     .argument("<vm-id>")
     .option("--json", "print JSON")
-    .action(async (vmId: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (vmId: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.stopVm(vmId);
       emit(ctx, info, () => describeVm(info));
     });
@@ -108,8 +99,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .description("kill a VM and remove all its files")
     .argument("<vm-id>")
     .option("--json", "print JSON")
-    .action(async (vmId: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (vmId: string, _flags: { json?: boolean }) => {
       const result = await ctx.pyro.deleteVm(vmId);
       emit(ctx, result, () => `deleted ${result.vmId}`);
     });
@@ -118,8 +108,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .description("show a VM's network: mode, guest address, gateway, DNS")
     .argument("<vm-id>")
     .option("--json", "print JSON")
-    .action(async (vmId: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (vmId: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.networkInfoVm(vmId);
       emit(ctx, info, () =>
         info.mode === "none"
@@ -131,8 +120,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
   vm.command("reap")
     .description("delete every VM and workspace whose time to live has passed")
     .option("--json", "print JSON")
-    .action(async (flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (_flags: { json?: boolean }) => {
       const result = await ctx.pyro.reapExpired();
       emit(ctx, result, () => (result.count ? `reaped ${result.reapedVmIds.join(", ")}` : "nothing expired"));
     });

@@ -50,9 +50,6 @@ Example:
   pyro workspace logs "$id"
   pyro workspace delete "$id"`,
     );
-  const setJson = (flags: { json?: boolean }) => {
-    ctx.json = flags.json === true;
-  };
 
   const create = ws
     .command("create")
@@ -66,7 +63,6 @@ Example:
     .option("--json", "print JSON")
     .option("--id-only", "print only the workspace id")
     .action(async (environment: string, flags: VmFlags & { seedPath?: string; name?: string; label?: Record<string, string>; idOnly?: boolean }) => {
-      setJson(flags);
       const info = await ctx.pyro.createWorkspace({
         environment,
         seedPath: flags.seedPath,
@@ -93,7 +89,6 @@ Example:
     .option("--dest <path>", "where under /workspace, e.g. src or /workspace/src (default /workspace)")
     .option("--json", "print JSON")
     .action(async (id: string, source: string, flags: { dest?: string; json?: boolean }) => {
-      setJson(flags);
       const result = await ctx.pyro.pushWorkspaceSync(id, source, { dest: flags.dest, signal: ctx.signal });
       emit(ctx, result, () => `pushed ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks (${result.bytes} bytes) into ${result.dest}`);
     });
@@ -105,7 +100,6 @@ Example:
     .addOption(timeoutOption())
     .option("--json", "print one JSON result document")
     .action(async (id: string, command: string[], flags: VmFlags) => {
-      setJson(flags);
       const result = await ctx.pyro.execWorkspace(id, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, signal: ctx.signal, onOutput: streamTo(ctx) });
       writeExecResult(ctx, result, !ctx.json);
     });
@@ -114,8 +108,7 @@ Example:
     .description("show a workspace (a workspace whose VM died shows as failed)")
     .argument("<workspace-id>")
     .option("--json", "print JSON")
-    .action(async (id: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (id: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.statusWorkspace(id);
       emit(ctx, info, () => describeWorkspace(info));
     });
@@ -124,8 +117,7 @@ Example:
     .description("the journal of every command run in the workspace, in order")
     .argument("<workspace-id>")
     .option("--json", "print JSON")
-    .action(async (id: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (id: string, _flags: { json?: boolean }) => {
       const logs = await ctx.pyro.logsWorkspace(id);
       emit(ctx, logs, () =>
         logs.entries.length
@@ -143,8 +135,7 @@ Example:
   ws.command("list")
     .description("list workspaces")
     .option("--json", "print JSON")
-    .action(async (flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (_flags: { json?: boolean }) => {
       const workspaces = await ctx.pyro.listWorkspaces();
       emit(ctx, { workspaces }, () =>
         workspaces.length
@@ -157,8 +148,7 @@ Example:
     .description("kill the workspace's VM and remove everything of it")
     .argument("<workspace-id>")
     .option("--json", "print JSON")
-    .action(async (id: string, flags: { json?: boolean }) => {
-      setJson(flags);
+    .action(async (id: string, _flags: { json?: boolean }) => {
       const result = await ctx.pyro.deleteWorkspace(id);
       emit(ctx, result, () => `deleted ${result.workspaceId}`);
     });
