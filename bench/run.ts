@@ -1,6 +1,7 @@
 /**
  * Benchmarks on real guests, all in one run so the figures are comparable:
- * cold boot, restore from a template snapshot, runInVm end to end both ways,
+ * cold boot, restore from a template snapshot, runInVm end to end three ways
+ * (cold, restored, from a warm pool),
  * exec round trip in a running VM, host `bash -c true` as the floor,
  * throughput with 1, 2 and 4 runs in parallel, QEMU memory per VM, and
  * workspaces: create (empty and seeded), exec round trip, sync push rate.
@@ -96,6 +97,24 @@ async function main(): Promise<void> {
   log(`runInVm("true") restored, ${restoreRuns} runs`);
   results.push(stats("runInVm true, restored", await repeat(restoreRuns, () => pyro.runInVm({ environment: "debian:12", command: "true" }))));
 
+  log(`runInVm("true") from a warm pool (PYRO_POOL_SIZE=2), ${restoreRuns} runs, each after the pool refilled`);
+  const poolEnv = { ...process.env, PYRO_POOL_SIZE: "2" };
+  const pooledPyro = new Pyro({ stateDir, env: poolEnv });
+  const poolRuntime = new VmManager(pooledPyro.paths, poolEnv);
+  const waiting = async () => (await poolRuntime.list()).filter((r) => r.state === "pooled").length;
+  await pooledPyro.fillPool({ environment: "debian:12" });
+  const pooledRuns: number[] = [];
+  for (let i = 0; i < restoreRuns; i++) {
+    const deadline = Date.now() + 30_000;
+    while ((await waiting()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // Let the filler process exit before timing, so it does not share the CPU with the run.
+    await new Promise((r) => setTimeout(r, 500));
+    pooledRuns.push(await time(() => pooledPyro.runInVm({ environment: "debian:12", command: "true" })));
+  }
+  results.push(stats("runInVm true, warm pool", pooledRuns));
+  await new Promise((r) => setTimeout(r, 3000));
+  for (const record of await poolRuntime.list()) await poolRuntime.delete(record.vmId);
+
   log(`exec round trip in a running VM, ${runs} runs`);
   const vm = await pyro.createVm({ environment: "debian:12" });
   await pyro.startVm(vm.vmId);
@@ -164,6 +183,8 @@ async function main(): Promise<void> {
     coldOverRestoreRunInVm: byName("runInVm true, cold boot").medianMs / byName("runInVm true, restored").medianMs,
     coldBootOverRestore: byName("cold boot to agent ready").medianMs / byName("restore to agent ready").medianMs,
     restoredRunInVmOverHostFloor: byName("runInVm true, restored").medianMs / byName("host bash -c true (floor)").medianMs,
+    coldOverPooledRunInVm: byName("runInVm true, cold boot").medianMs / byName("runInVm true, warm pool").medianMs,
+    pooledRunInVmOverHostFloor: byName("runInVm true, warm pool").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps }, null, 2)}\n`);
@@ -176,6 +197,7 @@ async function main(): Promise<void> {
   for (const row of rows) out.push(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));
   out.push(
     `ratios (medians): runInVm cold/restored ${ratios.coldOverRestoreRunInVm.toFixed(1)}x, boot cold/restore ${ratios.coldBootOverRestore.toFixed(1)}x, runInVm restored/host floor ${ratios.restoredRunInVmOverHostFloor.toFixed(1)}x`,
+    `ratios with a warm pool (medians): runInVm cold/pooled ${ratios.coldOverPooledRunInVm.toFixed(1)}x, runInVm pooled/host floor ${ratios.pooledRunInVmOverHostFloor.toFixed(1)}x`,
     `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,

@@ -8,6 +8,7 @@ export type {
   ExecResult,
   ExecutionMode,
   NetworkInfo,
+  PoolFillResult,
   ProgressEvent,
   PruneResult,
   ReapResult,

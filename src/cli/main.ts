@@ -8,6 +8,7 @@ import { registerDemo } from "./commands/demo.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerEnv } from "./commands/env.js";
 import { registerMcp } from "./commands/mcp.js";
+import { registerPool } from "./commands/pool.js";
 import { registerRun } from "./commands/run.js";
 import { registerVm } from "./commands/vm.js";
 import { registerWorkspace } from "./commands/workspace.js";
@@ -37,6 +38,9 @@ Environment variables:
   PYRO_DEBIAN_MIRROR        Debian mirror for building environments (default: mmdebstrap's)
   PYRO_BOOT_TIMEOUT_SECONDS cold boot deadline (default 90; restores get 20)
   PYRO_TEMPLATES=0          always boot cold, never restore template snapshots
+  PYRO_POOL_SIZE=N          keep N warm VMs per machine shape for runs (default 0: off)
+  PYRO_POOL_MAX_MIB         cap on the guest memory of all pooled VMs (default 4096)
+  PYRO_POOL_TTL_SECONDS     a pooled VM not taken in this time is reaped (default 3600)
   PYRO_MCP_TOKEN            bearer token for pyro mcp serve --transport http
   PYRO_PROGRESS=1           progress lines on stderr even when it is not a terminal
   PYRO_AGENT_PATH           guest agent binary (default: the one npm run build made)
@@ -55,6 +59,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerWorkspace(program, ctx);
   registerVm(program, ctx);
   registerDoctor(program, ctx);
+  registerPool(program, ctx);
   registerDemo(program, ctx);
   registerMcp(program, ctx, version());
   const override = (command: Command) => {

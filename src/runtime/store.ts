@@ -8,7 +8,8 @@ import { ID_PATTERN } from "../util/ids.js";
 import { withLock } from "../util/lock.js";
 
 export type ExecutionMode = "guest" | "host_compat";
-export type VmState = "created" | "starting" | "started" | "stopped" | "failed";
+/** `pooled`: started and warmed, waiting in the pool to be handed out by a run. */
+export type VmState = "created" | "starting" | "started" | "stopped" | "failed" | "pooled";
 
 export type VmKind = "vm" | "workspace";
 
@@ -45,6 +46,8 @@ export interface VmRecord {
   failure: string | null;
   /** How the VM last started: restored from a template snapshot, or booted cold. */
   bootMode: "cold" | "restore" | null;
+  /** Set while the VM waits in the pool: the template key it was made for. */
+  pool?: { key: string } | null;
 }
 
 /** Plain files under the state directory: one directory per VM, its record written atomically under a lock. */

@@ -164,7 +164,7 @@ export class VmManager {
     }
   }
 
-  private async templateKey(environment: ReadyEnvironment, shape: MachineShape, accel: Accel): Promise<TemplateKey> {
+  async templateKey(environment: ReadyEnvironment, shape: MachineShape, accel: Accel): Promise<TemplateKey> {
     const binary = (await which(qemuBinary(this.env))) ?? qemuBinary(this.env);
     return {
       format: TEMPLATE_FORMAT,
@@ -346,7 +346,7 @@ export class VmManager {
 
   /** The record, with a dead QEMU reported (and recorded) as `failed`, never as running. */
   async refresh(record: VmRecord): Promise<VmRecord> {
-    if (record.executionMode !== "guest" || (record.state !== "started" && record.state !== "starting") || !record.qemu) return record;
+    if (record.executionMode !== "guest" || !["started", "starting", "pooled"].includes(record.state) || !record.qemu) return record;
     if (await isSameProcessAlive(record.qemu.pid, record.qemu.startTime)) return record;
     const failure = "its QEMU process exited unexpectedly";
     return (await this.store.update(record.vmId, (current) => ({ ...current, state: "failed", failure }))) ?? { ...record, state: "failed", failure };
@@ -405,7 +405,9 @@ export class VmManager {
   async withSession<T>(record: VmRecord, signal: AbortSignal | undefined, fn: (session: AgentSession) => Promise<T>): Promise<T> {
     const files = vmFiles(this.store.dir(record.vmId));
     const locked =
-      this.takeBootSession(record.vmId) ?? (await openSession(files, { deadline: Date.now() + 30_000, signal, hello: { timeUnixMs: Date.now() } }));
+      this.takeBootSession(record.vmId) ??
+      // Every session reseeds the guest's random pool and sets its clock: a VM handed out from the pool, or idle for long, gets both fresh.
+      (await openSession(files, { deadline: Date.now() + 30_000, signal, hello: { timeUnixMs: Date.now(), entropy: randomBytes(32) } }));
     try {
       return await fn(locked.session);
     } catch (error) {

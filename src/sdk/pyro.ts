@@ -7,6 +7,7 @@ import { CATALOG, requireEnvironment } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
 import { InvalidArgumentError } from "../errors.js";
 import { notFound, type VmRecord } from "../runtime/store.js";
+import { VmPool } from "../runtime/pool.js";
 import { VmManager } from "../runtime/vms.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
 import { debug } from "../util/log.js";
@@ -18,6 +19,7 @@ import type {
   ExecOptions,
   ExecResult,
   NetworkInfo,
+  PoolFillResult,
   PruneResult,
   ReapResult,
   RunOptions,
@@ -55,6 +57,7 @@ export class Pyro {
   readonly paths: Paths;
   private readonly vms: VmManager;
   private readonly workspaces: WorkspaceManager;
+  private readonly pool: VmPool;
   private lastReap = 0;
 
   constructor(options: PyroOptions = {}) {
@@ -62,6 +65,7 @@ export class Pyro {
     this.paths = resolvePaths(options, env);
     this.vms = new VmManager(this.paths, env);
     this.workspaces = new WorkspaceManager(this.vms);
+    this.pool = new VmPool(this.vms);
   }
 
   /** Expired VMs are cleaned up by whichever pyro process runs next. */
@@ -79,10 +83,13 @@ export class Pyro {
     const vm = resolveVmOptions(options);
     const exec = resolveExecOptions(options);
     await this.#reapOpportunistically();
-    const record = await this.vms.create(vm, options);
+    // With a pool (PYRO_POOL_SIZE), a warmed VM of this shape is taken and a replacement made in the background.
+    const pooled = await this.pool.claim(vm);
+    const record = pooled ?? (await this.vms.create(vm, options));
     let outcome: ExecOutcome | undefined;
     try {
-      const started = await this.vms.start(record.vmId, options);
+      if (pooled) options.onProgress?.({ phase: "boot", message: `took a warm VM from the pool (${pooled.vmId})` });
+      const started = pooled ?? (await this.vms.start(record.vmId, options));
       options.onProgress?.({ phase: "exec", message: "running the command" });
       const result = await this.vms.exec(started.vmId, exec, { signal: options.signal, onOutput: options.onOutput });
       outcome = result.outcome;
@@ -90,6 +97,8 @@ export class Pyro {
     } finally {
       options.onProgress?.({ phase: "cleanup", message: "deleting the VM" });
       await this.vms.delete(record.vmId);
+      // Only now: a filler running beside the command would take the CPU it needs.
+      if (this.pool.enabled) this.pool.refillInBackground(vm);
     }
   }
 
@@ -128,7 +137,7 @@ export class Pyro {
 
   async listVms(): Promise<VmInfo[]> {
     await this.#reapOpportunistically();
-    return (await this.vms.list()).filter((record) => record.kind === "vm").map(toVmInfo);
+    return (await this.vms.list()).filter((record) => record.kind === "vm" && record.state !== "pooled").map(toVmInfo);
   }
 
   /** Powers the guest off; its disk is kept and `startVm` boots it again. */
@@ -278,6 +287,17 @@ export class Pyro {
   /** Removes cache entries that are no longer used: old environments, kernels, templates, leftovers of interrupted builds. */
   async pruneEnvironments(): Promise<PruneResult> {
     return this.vms.prune();
+  }
+
+  /**
+   * Fills the pool of warm VMs for this shape now (normally runs refill it in
+   * the background). Does nothing unless PYRO_POOL_SIZE is set.
+   */
+  async fillPool(options: VmOptions): Promise<PoolFillResult> {
+    const vm = resolveVmOptions(options);
+    const made = await this.pool.fill(vm);
+    const pooled = (await this.vms.list()).filter((record) => record.state === "pooled" && record.environment === vm.environment).length;
+    return { enabled: this.pool.enabled, size: this.pool.settings.size, made, pooled };
   }
 
   /** Checks this host: KVM, the accelerator that will be used, tools, cache, and (when possible) a real guest boot and exec. */

@@ -125,6 +125,17 @@ export interface EnvironmentInfo {
   digests: { kernel: string; initramfs: string; rootfs: string; agent: string } | null;
 }
 
+export interface PoolFillResult {
+  /** The pool is on only when PYRO_POOL_SIZE is set. */
+  enabled: boolean;
+  /** Warm VMs kept per machine shape. */
+  size: number;
+  /** VMs this call added. */
+  made: number;
+  /** Warm VMs of this environment now waiting. */
+  pooled: number;
+}
+
 export interface PruneResult {
   removed: string[];
   freedBytes: number;

@@ -97,7 +97,7 @@ const execFields = {
 };
 const execResult = z.object({ vm_id: z.string(), ...execFields, cleanup: z.object({ vm_deleted: z.boolean() }).optional() });
 const workspaceExecResult = z.object({ workspace_id: z.string(), sequence: z.number().int(), ...execFields });
-const state = z.enum(["created", "starting", "started", "stopped", "failed"]);
+const state = z.enum(["created", "starting", "started", "stopped", "failed", "pooled"]);
 const vmInfo = z.object({
   vm_id: z.string(),
   environment: z.string(),

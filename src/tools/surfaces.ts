@@ -26,6 +26,7 @@ export const SURFACES: Record<string, Surface> = {
   inspectEnvironment: { cli: "env inspect", mcp: null, noMcpBecause: "host administration" },
   pruneEnvironments: { cli: "env prune", mcp: null, noMcpBecause: "host administration" },
   doctor: { cli: "doctor", mcp: null, noMcpBecause: "host administration" },
+  fillPool: { cli: "pool fill", mcp: null, noMcpBecause: "host administration (the pool refills itself after runs)" },
   createWorkspace: { cli: "workspace create", mcp: "workspace_create" },
   pushWorkspaceSync: { cli: "workspace sync push", mcp: "workspace_sync_push" },
   execWorkspace: { cli: "workspace exec", mcp: "workspace_exec" },

@@ -1,0 +1,161 @@
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { chooseAccel } from "../backends/qemu/accel.js";
+import { packageRoot } from "../config.js";
+import type { ResolvedVmOptions } from "../sdk/validate.js";
+import { debug } from "../util/log.js";
+import { tryLock } from "../util/lock.js";
+import type { VmRecord } from "./store.js";
+import type { VmManager } from "./vms.js";
+
+/**
+ * A small pool of VMs restored ahead of time, per machine shape, each warmed
+ * by one command so the emulator has already translated the exec path. A run
+ * takes one, gets fresh entropy and clock on its session, uses it, deletes
+ * it, and starts a detached process that makes a replacement. Off unless
+ * PYRO_POOL_SIZE is set; the guest memory of all pooled VMs is capped.
+ */
+export interface PoolSettings {
+  /** Pooled VMs per shape (PYRO_POOL_SIZE, default 0: no pool). */
+  size: number;
+  /** Cap on the summed guest memory of pooled VMs, in MiB (PYRO_POOL_MAX_MIB, default 4096). */
+  maxMib: number;
+  /** A pooled VM not taken within this many seconds is reaped (PYRO_POOL_TTL_SECONDS, default 3600). */
+  ttlSeconds: number;
+}
+
+function positive(value: string | undefined, fallback: number): number {
+  const n = Number(value);
+  return Number.isFinite(n) && n >= 0 ? Math.floor(n) : fallback;
+}
+
+export function poolSettings(env: NodeJS.ProcessEnv): PoolSettings {
+  return {
+    size: positive(env.PYRO_POOL_SIZE, 0),
+    maxMib: positive(env.PYRO_POOL_MAX_MIB, 4096),
+    ttlSeconds: Math.max(60, positive(env.PYRO_POOL_TTL_SECONDS, 3600)),
+  };
+}
+
+export class VmPool {
+  readonly settings: PoolSettings;
+
+  constructor(private readonly vms: VmManager) {
+    this.settings = poolSettings(vms.env);
+  }
+
+  get enabled(): boolean {
+    return this.settings.size > 0;
+  }
+
+  /** Pooled VMs are interchangeable only when their template (environment, agent, QEMU, shape) is the same. */
+  private async keyFor(options: ResolvedVmOptions): Promise<string | undefined> {
+    const check = await this.vms.environments.check(options.environment);
+    if (check.state !== "installed" || check.agentChanged) return undefined;
+    const environment = await this.vms.environments.ensure(options.environment);
+    const { accel } = await chooseAccel(this.vms.paths.stateDir, this.vms.env);
+    const key = await this.vms.templateKey(environment, options, accel);
+    return createHash("sha256").update(JSON.stringify(key, Object.keys(key).sort())).digest("hex").slice(0, 16);
+  }
+
+  private async pooled(): Promise<VmRecord[]> {
+    return (await this.vms.list()).filter((record) => record.state === "pooled");
+  }
+
+  /**
+   * Takes a pooled VM of this shape for a run: it becomes a started VM with
+   * the caller's time to live. Undefined when the pool has none.
+   */
+  async claim(options: ResolvedVmOptions): Promise<VmRecord | undefined> {
+    if (!this.enabled || options.allowHostCompat) return undefined;
+    const key = await this.keyFor(options);
+    if (!key) return undefined;
+    for (const candidate of await this.pooled()) {
+      if (candidate.pool?.key !== key) continue;
+      const now = new Date();
+      let taken = false;
+      const record = await this.vms.store.update(candidate.vmId, (current) => {
+        if (current.state !== "pooled" || current.pool?.key !== key) return current;
+        taken = true;
+        return {
+          ...current,
+          state: "started",
+          pool: null,
+          ttlSeconds: options.ttlSeconds,
+          createdAt: now.toISOString(),
+          expiresAt: new Date(now.getTime() + options.ttlSeconds * 1000).toISOString(),
+          lastActivityAt: now.toISOString(),
+        };
+      });
+      if (taken && record) {
+        debug("pool", `took ${record.vmId}`);
+        return record;
+      }
+    }
+    return undefined;
+  }
+
+  /** Makes pooled VMs of this shape until the pool is full or the memory cap is reached. Returns how many it made. */
+  async fill(options: ResolvedVmOptions): Promise<number> {
+    if (!this.enabled) return 0;
+    const key = await this.keyFor(options);
+    if (!key) return 0;
+    // One filler per shape at a time; another one already on it is enough.
+    const release = await tryLock(join(this.vms.paths.stateDir, "locks", `pool-${key}`), 60_000);
+    if (!release) return 0;
+    let made = 0;
+    try {
+      for (;;) {
+        const pooled = await this.pooled();
+        // Pooled VMs of an older template will never be taken.
+        for (const stale of pooled.filter((r) => r.environment === options.environment && r.pool && r.pool.key !== key)) await this.vms.delete(stale.vmId);
+        const mine = pooled.filter((r) => r.pool?.key === key);
+        const usedMib = pooled.reduce((sum, r) => sum + r.memMib, 0);
+        if (mine.length >= this.settings.size || usedMib + options.memMib > this.settings.maxMib) break;
+        const record = await this.vms.create({ ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false });
+        try {
+          await this.vms.start(record.vmId);
+          // Warm the exec path once, so the run that takes this VM does not pay for the emulator's first translation.
+          await this.vms.exec(record.vmId, { command: "true", timeoutSeconds: 30 });
+          await this.vms.store.update(record.vmId, (current) => ({ ...current, state: "pooled", pool: { key } }));
+          made += 1;
+        } catch (error) {
+          debug("pool", `could not make a pooled VM: ${String(error)}`);
+          await this.vms.delete(record.vmId).catch(() => undefined);
+          break;
+        }
+      }
+    } finally {
+      await release();
+    }
+    return made;
+  }
+
+  /** Refills the pool from a detached process, so the caller (often a short CLI run) need not wait. */
+  refillInBackground(options: ResolvedVmOptions): void {
+    if (!this.enabled) return;
+    const args = [
+      join(packageRoot(), "bin", "pyro"),
+      "pool",
+      "fill",
+      options.environment,
+      "--vcpu-count",
+      String(options.vcpuCount),
+      "--mem-mib",
+      String(options.memMib),
+      ...(options.network ? ["--network"] : []),
+    ];
+    const env = {
+      ...this.vms.env,
+      PYRO_STATE_DIR: this.vms.paths.stateDir,
+      PYRO_CACHE_DIR: this.vms.paths.cacheDir,
+      PYRO_ENVIRONMENT_CACHE_DIR: this.vms.paths.environmentsDir,
+    };
+    try {
+      spawn(process.execPath, args, { detached: true, stdio: "ignore", env }).unref();
+    } catch (error) {
+      debug("pool", `could not start a pool filler: ${String(error)}`);
+    }
+  }
+}
