@@ -495,16 +495,20 @@ export class VmManager {
 
   /**
    * Kills pyro's QEMU processes that nothing can reach any more: a VM whose
-   * directory was removed from under it, or a template build whose builder
-   * died. Without this they would run until the host reboots.
+   * directory (or whole state directory) was removed from under it, or a
+   * template build whose builder died. Any state directory counts, not only
+   * this one: a VM without its record is unreachable by every pyro process.
+   * Without this they would run until the host reboots. Another user's QEMU
+   * cannot be signalled, so it is left alone.
    */
   private async killOrphans(): Promise<void> {
     for (const qemu of await listPyroQemus()) {
-      const inVms = qemu.qmpSocket.startsWith(`${this.store.vmsDir}/`);
+      const vm = /\/vms\/[0-9a-f]{12}\/qmp\.sock$/.test(qemu.qmpSocket);
       const build = /\/templates\/\.build-(\d+)-\d+\/qmp\.sock$/.exec(qemu.qmpSocket);
       let orphan = false;
-      if (inVms) orphan = !(await pathExists(join(dirname(qemu.qmpSocket), "vm.json")));
-      else if (build && qemu.qmpSocket.startsWith(`${this.templates.root}/`)) orphan = !pidAlive(Number(build[1]));
+      // A record we cannot even look at (another user's state) is not ours to judge.
+      if (vm) orphan = (await pathExists(join(dirname(qemu.qmpSocket), "vm.json")).catch(() => true)) === false;
+      else if (build) orphan = !pidAlive(Number(build[1]));
       if (orphan) {
         debug("reaper", `killing orphaned QEMU ${qemu.pid} (${qemu.qmpSocket})`);
         await killAndWait(qemu.pid, qemu.startTime);

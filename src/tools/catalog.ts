@@ -3,7 +3,7 @@ import { toSnake } from "../util/case.js";
 import { Defaults, Limits } from "../config.js";
 import { CATALOG } from "../environments/catalog.js";
 import type { Pyro } from "../sdk/pyro.js";
-import type { ProgressEvent, VmOptions } from "../sdk/types.js";
+import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
 
 /**
  * The tools pyro offers to models, defined once: names and snake_case
@@ -78,6 +78,16 @@ function vmOptionsOf(a: Record<string, unknown>): VmOptions {
     ttlSeconds: a.ttl_seconds as number | undefined,
     network: a.network as boolean | undefined,
     allowHostCompat: a.allow_host_compat as boolean | undefined,
+  };
+}
+
+/** The command arguments every exec tool shares, with output streamed as progress. */
+function execOptionsOf(a: Record<string, unknown>, context: ToolContext): ExecOptions {
+  return {
+    command: a.command as string,
+    timeoutSeconds: a.timeout_seconds as number | undefined,
+    signal: context.signal,
+    onOutput: outputOf(context),
   };
 }
 
@@ -191,11 +201,8 @@ export const TOOLS: readonly ToolSpec[] = [
       snake(
         await pyro.runInVm({
           ...vmOptionsOf(a),
-          command: a.command as string,
-          timeoutSeconds: a.timeout_seconds as number | undefined,
-          signal: context.signal,
+          ...execOptionsOf(a, context),
           onProgress: progressOf(context),
-          onOutput: outputOf(context),
         }),
       ),
   },
@@ -242,12 +249,7 @@ export const TOOLS: readonly ToolSpec[] = [
     profiles: ["workspace-full"],
     run: async (pyro, a, context) =>
       snake(
-        await pyro.execVm(a.vm_id as string, {
-          command: a.command as string,
-          timeoutSeconds: a.timeout_seconds as number | undefined,
-          signal: context.signal,
-          onOutput: outputOf(context),
-        }),
+        await pyro.execVm(a.vm_id as string, execOptionsOf(a, context)),
       ),
   },
   {
@@ -362,12 +364,7 @@ export const TOOLS: readonly ToolSpec[] = [
     profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a, context) =>
       snake(
-        await pyro.execWorkspace(a.workspace_id as string, {
-          command: a.command as string,
-          timeoutSeconds: a.timeout_seconds as number | undefined,
-          signal: context.signal,
-          onOutput: outputOf(context),
-        }),
+        await pyro.execWorkspace(a.workspace_id as string, execOptionsOf(a, context)),
       ),
   },
   {
