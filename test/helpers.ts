@@ -86,6 +86,25 @@ export function vmDirsUnder(stateDir: string): string[] {
   }
 }
 
+/**
+ * After each test: nothing of it may remain (no QEMU mentioning the state directory, no VM
+ * directory). Whatever did remain is killed and removed before asserting, so one failing test is
+ * reported once instead of failing every test after it.
+ */
+export function assertNothingLeft(stateDir: string, options: { dirs?: boolean } = {}): void {
+  const pids = qemuProcessesUnder(stateDir);
+  const dirs = options.dirs === false ? [] : vmDirsUnder(stateDir);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  for (const dir of dirs) rmSync(join(stateDir, "vms", dir), { recursive: true, force: true });
+  assert.deepEqual({ qemuPids: pids, vmDirs: dirs }, { qemuPids: [], vmDirs: [] });
+}
+
 let pulled: Promise<unknown> | undefined;
 
 /** Builds debian:12 once (the first test run pays for it; later runs reuse the cache). */

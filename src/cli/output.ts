@@ -1,4 +1,4 @@
-import pc from "picocolors";
+import { errColors as pc } from "./color.js";
 import { ErrorCode, type ErrorCodeValue, type PyroError } from "../errors.js";
 import { toSnake } from "../util/case.js";
 

@@ -1,5 +1,5 @@
 import cliProgress from "cli-progress";
-import pc from "picocolors";
+import { errColors as pc } from "./color.js";
 import type { ProgressEvent } from "../sdk/types.js";
 
 const PULL_PHASES = ["kernel", "rootfs", "image", "initramfs", "done"];

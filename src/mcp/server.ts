@@ -240,8 +240,9 @@ export async function serveHttp(pyro: Pyro, options: HttpServeOptions): Promise<
   const names = isLoopback(options.host) ? ["127.0.0.1", "localhost", "[::1]"] : wildcard ? [...local, "localhost"] : [hostPart, options.host];
   allowedHosts = new Set(names.map((name) => `${name}:${address.port}`.toLowerCase()));
   const url = `http://${hostPart}:${address.port}/mcp`;
-  log(`pyro mcp: serving profile ${options.profile} on ${url}`);
+  // The token first: the "serving" line is the last one, so whoever waits for it has everything.
   if (token !== undefined && options.token === undefined) log(`pyro mcp: bearer token (send as Authorization: Bearer <token>): ${token}`);
+  log(`pyro mcp: serving profile ${options.profile} on ${url}`);
   return {
     url,
     token,

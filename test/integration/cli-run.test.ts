@@ -6,7 +6,7 @@ import { availableParallelism, release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { Pyro } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
 
 const stateDir = tempStateDir();
 let guestKernel = "";
@@ -24,8 +24,7 @@ describe("pyro run on real guests", () => {
 
   afterEach(() => {
     // After every run: no QEMU process and no per-VM files remain.
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
-    assert.deepEqual(vmDirsUnder(stateDir), []);
+    assertNothingLeft(stateDir);
   });
 
   after(() => removeDir(stateDir));

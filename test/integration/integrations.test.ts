@@ -16,7 +16,7 @@ import { Pyro } from "pyro-mcp";
 import { runAgent as runAiSdkAgent } from "../../examples/ai_sdk_vm_run.js";
 import { runAgent as runLangChainAgent } from "../../examples/langchain_vm_run.js";
 import { runAgent as runOpenAIAgent } from "../../examples/openai_responses_vm_run.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, ROOT, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, removeDir, ROOT, tempStateDir } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const pyro = new Pyro({ stateDir });
@@ -29,8 +29,7 @@ before(async () => {
 });
 
 afterEach(() => {
-  assert.deepEqual(qemuProcessesUnder(stateDir), []);
-  assert.deepEqual(vmDirsUnder(stateDir), []);
+  assertNothingLeft(stateDir);
 });
 
 after(() => removeDir(stateDir));

@@ -10,7 +10,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Pyro } from "../../src/index.js";
-import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, removeDir, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, removeDir, tempStateDir, vmDirsUnder } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const scratch = mkdtempSync(join(tmpdir(), "pyro-mcp-"));
@@ -83,7 +83,7 @@ describe("pyro mcp serve with a real MCP client", () => {
   });
 
   afterEach(() => {
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assertNothingLeft(stateDir, { dirs: false });
   });
 
   after(async () => {

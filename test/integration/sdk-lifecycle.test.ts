@@ -7,7 +7,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
 import { processStartTime } from "../../src/util/proc.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, rejectsWith } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const pyro = new Pyro({ stateDir });
@@ -22,8 +22,7 @@ describe("the SDK on real guests", () => {
   before(() => ensureEnvironment());
 
   afterEach(() => {
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
-    assert.deepEqual(vmDirsUnder(stateDir), []);
+    assertNothingLeft(stateDir);
   });
 
   after(() => removeDir(stateDir));

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { Pyro, type VmInfo } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, removeDir, runCli, tempStateDir } from "../helpers.js";
 
 const stateDir = tempStateDir();
 /** Templates of our own (they live in the cache dir), environments shared with the other tests. */
@@ -39,8 +39,7 @@ describe("template snapshots", () => {
   });
 
   afterEach(() => {
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
-    assert.deepEqual(vmDirsUnder(stateDir), []);
+    assertNothingLeft(stateDir);
   });
 
   after(() => {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
 import { makeTar, type RawEntry } from "../tar.js";
 
 const stateDir = tempStateDir();
@@ -41,8 +41,7 @@ describe("workspaces on real guests", () => {
   before(() => ensureEnvironment());
 
   afterEach(() => {
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
-    assert.deepEqual(vmDirsUnder(stateDir), []);
+    assertNothingLeft(stateDir);
   });
 
 

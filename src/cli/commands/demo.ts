@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import pc from "picocolors";
+import { errColors as pc } from "../color.js";
 import { emit, type CliContext } from "../context.js";
 
 const DEMO_COMMAND = 'git --version && echo "guest kernel: $(uname -r), host name: $(hostname)"';

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import pc from "picocolors";
+import { outColors as pc } from "../color.js";
 import type { DoctorReport } from "../../sdk/doctor.js";
 import { emit, type CliContext } from "../context.js";
 

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import pc from "picocolors";
+import { errColors as pc } from "../color.js";
 import type { ExecResult } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
 import { emit, type CliContext } from "../context.js";

@@ -1,5 +1,5 @@
 import { Option, type Command } from "commander";
-import pc from "picocolors";
+import { outColors as pc } from "../color.js";
 import { InvalidArgumentError } from "../../errors.js";
 import type { WorkspaceInfo } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
