@@ -2,6 +2,7 @@ import { z } from "zod";
 import { toSnake } from "../util/case.js";
 import { Defaults, Limits } from "../config.js";
 import { CATALOG } from "../environments/catalog.js";
+import { PROFILE_TOOLS, PROFILES, type ProfileName } from "./profiles.js";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
 
@@ -12,9 +13,7 @@ import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
  * The MCP server and the framework integrations are adapters over this list.
  */
 
-export type ProfileName = "vm-run" | "workspace-core" | "workspace-full";
-export const PROFILES: readonly ProfileName[] = ["vm-run", "workspace-core", "workspace-full"];
-export const DEFAULT_PROFILE: ProfileName = "workspace-core";
+export { DEFAULT_PROFILE, PROFILES, type ProfileName } from "./profiles.js";
 
 export interface ToolContext {
   signal?: AbortSignal;
@@ -29,6 +28,8 @@ export interface ToolAnnotations {
   idempotentHint: boolean;
   openWorldHint: boolean;
 }
+
+type ToolDefinition = Omit<ToolSpec, "profiles">;
 
 export interface ToolSpec {
   name: string;
@@ -186,7 +187,7 @@ function outputOf(context: ToolContext): ((stream: "stdout" | "stderr", chunk: B
 
 const readOnly = (title: string): ToolAnnotations => ({ title, readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false });
 
-export const TOOLS: readonly ToolSpec[] = [
+const DEFINITIONS: readonly ToolDefinition[] = [
   {
     name: "vm_run",
     description:
@@ -196,7 +197,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ ...vmShape, command, timeout_seconds: timeoutSeconds.optional() }),
     output: execResult,
     annotations: { title: "Run a command in a fresh microVM", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
-    profiles: PROFILES,
     run: async (pyro, a, context) =>
       snake(
         await pyro.runInVm({
@@ -212,7 +212,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({}),
     output: z.object({ environments: z.array(environmentInfo) }),
     annotations: readOnly("List guest environments"),
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro) => snake({ environments: await pyro.listEnvironments() }),
   },
   {
@@ -221,7 +220,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object(vmShape),
     output: vmInfo,
     annotations: { title: "Create a VM", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
-    profiles: ["workspace-full"],
     run: async (pyro, a, context) =>
       snake(
         await pyro.createVm({
@@ -237,7 +235,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ vm_id: vmId }),
     output: vmInfo,
     annotations: { title: "Start a VM", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-full"],
     run: async (pyro, a, context) => snake(await pyro.startVm(a.vm_id as string, { signal: context.signal, onProgress: progressOf(context) })),
   },
   {
@@ -246,7 +243,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ vm_id: vmId, command, timeout_seconds: timeoutSeconds.optional() }),
     output: execResult,
     annotations: { title: "Run a command in a VM, then delete it", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
-    profiles: ["workspace-full"],
     run: async (pyro, a, context) =>
       snake(
         await pyro.execVm(a.vm_id as string, execOptionsOf(a, context)),
@@ -258,7 +254,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ vm_id: vmId }),
     output: vmInfo,
     annotations: { title: "Stop a VM", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-full"],
     run: async (pyro, a) => snake(await pyro.stopVm(a.vm_id as string)),
   },
   {
@@ -267,7 +262,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ vm_id: vmId }),
     output: z.object({ vm_id: z.string(), deleted: z.boolean() }),
     annotations: { title: "Delete a VM", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-full"],
     run: async (pyro, a) => snake(await pyro.deleteVm(a.vm_id as string)),
   },
   {
@@ -276,7 +270,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ vm_id: vmId }),
     output: vmInfo,
     annotations: readOnly("VM status"),
-    profiles: ["workspace-full"],
     run: async (pyro, a) => snake(await pyro.statusVm(a.vm_id as string)),
   },
   {
@@ -294,7 +287,6 @@ export const TOOLS: readonly ToolSpec[] = [
       dns: z.string().nullable(),
     }),
     annotations: readOnly("VM network info"),
-    profiles: ["workspace-full"],
     run: async (pyro, a) => snake(await pyro.networkInfoVm(a.vm_id as string)),
   },
   {
@@ -303,7 +295,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({}),
     output: z.object({ reaped_vm_ids: z.array(z.string()), count: z.number().int() }),
     annotations: { title: "Reap expired VMs", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-full"],
     run: async (pyro) => snake(await pyro.reapExpired()),
   },
   {
@@ -319,7 +310,6 @@ export const TOOLS: readonly ToolSpec[] = [
     }),
     output: workspaceInfo,
     annotations: { title: "Create a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a, context) =>
       snake(
         await pyro.createWorkspace({
@@ -351,7 +341,6 @@ export const TOOLS: readonly ToolSpec[] = [
       bytes: z.number().int(),
     }),
     annotations: { title: "Push files into a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a, context) =>
       snake(await pyro.pushWorkspaceSync(a.workspace_id as string, a.source_path as string, { dest: a.dest as string | undefined, signal: context.signal })),
   },
@@ -361,7 +350,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ workspace_id: workspaceId, command, timeout_seconds: timeoutSeconds.optional() }),
     output: workspaceExecResult,
     annotations: { title: "Run a command in a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a, context) =>
       snake(
         await pyro.execWorkspace(a.workspace_id as string, execOptionsOf(a, context)),
@@ -373,7 +361,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ workspace_id: workspaceId }),
     output: workspaceInfo,
     annotations: readOnly("Workspace status"),
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a) => snake(await pyro.statusWorkspace(a.workspace_id as string)),
   },
   {
@@ -399,7 +386,6 @@ export const TOOLS: readonly ToolSpec[] = [
       ),
     }),
     annotations: readOnly("Workspace command journal"),
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a) => snake(await pyro.logsWorkspace(a.workspace_id as string)),
   },
   {
@@ -408,7 +394,6 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({ workspace_id: workspaceId }),
     output: z.object({ workspace_id: z.string(), deleted: z.boolean() }),
     annotations: { title: "Delete a workspace", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro, a) => snake(await pyro.deleteWorkspace(a.workspace_id as string)),
   },
   {
@@ -417,10 +402,17 @@ export const TOOLS: readonly ToolSpec[] = [
     input: z.object({}),
     output: z.object({ workspaces: z.array(workspaceInfo) }),
     annotations: readOnly("List workspaces"),
-    profiles: ["workspace-core", "workspace-full"],
     run: async (pyro) => snake({ workspaces: await pyro.listWorkspaces() }),
   },
 ];
+
+/** Every tool, with the profiles that offer it (from ./profiles.ts). */
+export const TOOLS: readonly ToolSpec[] = DEFINITIONS.map((tool) => ({ ...tool, profiles: PROFILES.filter((p) => PROFILE_TOOLS[p].includes(tool.name)) }));
+
+for (const profile of PROFILES) {
+  const unknown = PROFILE_TOOLS[profile].filter((name) => !DEFINITIONS.some((tool) => tool.name === name));
+  if (unknown.length) throw new Error(`profile ${profile} names tools that do not exist: ${unknown.join(", ")}`);
+}
 
 export function toolsFor(profile: ProfileName): ToolSpec[] {
   return TOOLS.filter((tool) => tool.profiles.includes(profile));

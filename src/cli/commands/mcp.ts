@@ -1,7 +1,6 @@
 import { Option, type Command } from "commander";
 import { InvalidArgumentError } from "../../errors.js";
-import { isLoopback, serveHttp, serveStdio } from "../../mcp/server.js";
-import { DEFAULT_PROFILE, PROFILES, toolsFor, type ProfileName } from "../../tools/catalog.js";
+import { DEFAULT_PROFILE, PROFILE_TOOLS, PROFILES, type ProfileName } from "../../tools/profiles.js";
 import type { CliContext } from "../context.js";
 import { intParser } from "../options.js";
 
@@ -18,7 +17,7 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
       "after",
       `
 Profiles:
-${PROFILES.map((p) => `  ${p.padEnd(15)} ${toolsFor(p).map((t) => t.name).join(", ")}`).join("\n")}
+${PROFILES.map((p) => `  ${p.padEnd(15)} ${PROFILE_TOOLS[p].join(", ")}`).join("\n")}
 
 With --transport http the token comes from PYRO_MCP_TOKEN; when listening beyond
 loopback without one, a token is generated and printed on stderr. Host and Origin
@@ -26,6 +25,8 @@ headers must name this server (DNS rebinding protection).`,
     )
     .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number }) => {
       if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`);
+      // The MCP SDK and the tool schemas load only here: every other command starts faster.
+      const { isLoopback, serveHttp, serveStdio } = await import("../../mcp/server.js");
       const options = { profile: flags.profile, version };
       if (flags.transport === "stdio") {
         await serveStdio(ctx.pyro, options);

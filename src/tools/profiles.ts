@@ -1,0 +1,44 @@
+/**
+ * Which tools each MCP profile offers. Kept apart from the tool definitions (./catalog.ts) so
+ * the CLI can list profiles without loading the schemas; catalog.ts checks every name here.
+ */
+
+export type ProfileName = "vm-run" | "workspace-core" | "workspace-full";
+export const PROFILES: readonly ProfileName[] = ["vm-run", "workspace-core", "workspace-full"];
+export const DEFAULT_PROFILE: ProfileName = "workspace-core";
+
+export const PROFILE_TOOLS: Record<ProfileName, readonly string[]> = {
+  "vm-run": [
+    "vm_run",
+  ],
+  "workspace-core": [
+    "vm_run",
+    "vm_list_environments",
+    "workspace_create",
+    "workspace_sync_push",
+    "workspace_exec",
+    "workspace_status",
+    "workspace_logs",
+    "workspace_delete",
+    "workspace_list",
+  ],
+  "workspace-full": [
+    "vm_run",
+    "vm_list_environments",
+    "vm_create",
+    "vm_start",
+    "vm_exec",
+    "vm_stop",
+    "vm_delete",
+    "vm_status",
+    "vm_network_info",
+    "vm_reap_expired",
+    "workspace_create",
+    "workspace_sync_push",
+    "workspace_exec",
+    "workspace_status",
+    "workspace_logs",
+    "workspace_delete",
+    "workspace_list",
+  ],
+};
