@@ -85,10 +85,12 @@ func runPID1() {
 		logf("%v", err)
 		return
 	}
+	wake := &ports.Waker{}
+	ports.WakeOnSIGIO(wake)
 	served := map[string]bool{}
 	for _, p := range found {
 		served[p.Path] = true
-		go servePort(p, opts)
+		go servePort(p, opts, wake)
 	}
 	logf("ready")
 	// Pick up ports whose names the host announced late.
@@ -97,15 +99,17 @@ func runPID1() {
 		for _, p := range (ports.Finder{}).Scan() {
 			if !served[p.Path] {
 				served[p.Path] = true
-				go servePort(p, opts)
+				go servePort(p, opts, wake)
 			}
 		}
 	}
 	select {}
 }
 
-// servePort serves one port forever; as PID 1 nothing may end this.
-func servePort(p ports.Port, opts session.Options) {
+// servePort serves one port forever; as PID 1 nothing may end this. It
+// waits for SIGIO between host connections, and falls back to polling when
+// the port cannot signal.
+func servePort(p ports.Port, opts session.Options, wake *ports.Waker) {
 	for {
 		func() {
 			defer func() {
@@ -113,13 +117,19 @@ func servePort(p ports.Port, opts session.Options) {
 					opts.Logf("port %s: panic: %v", p.Name, r)
 				}
 			}()
-			f, err := ports.Open(p.Path)
+			f, err := ports.OpenAsync(p.Path)
+			w := wake
+			if err != nil {
+				opts.Logf("port %s: %v; polling it instead", p.Name, err)
+				w = nil
+				f, err = ports.Open(p.Path)
+			}
 			if err != nil {
 				opts.Logf("port %s: %v", p.Name, err)
 				return
 			}
 			defer f.Close()
-			ports.Serve(f, opts, nil)
+			ports.Serve(f, opts, w, nil)
 		}()
 		time.Sleep(time.Second)
 	}
