@@ -85,12 +85,10 @@ func runPID1() {
 		logf("%v", err)
 		return
 	}
-	wake := &ports.Waker{}
-	ports.WakeOnSIGIO(wake)
 	served := map[string]bool{}
 	for _, p := range found {
 		served[p.Path] = true
-		go servePort(p, opts, wake)
+		go servePort(p, opts)
 	}
 	logf("ready")
 	// Pick up ports whose names the host announced late.
@@ -99,17 +97,15 @@ func runPID1() {
 		for _, p := range (ports.Finder{}).Scan() {
 			if !served[p.Path] {
 				served[p.Path] = true
-				go servePort(p, opts, wake)
+				go servePort(p, opts)
 			}
 		}
 	}
 	select {}
 }
 
-// servePort serves one port forever; as PID 1 nothing may end this. It
-// waits for SIGIO between host connections, and falls back to polling when
-// the port cannot signal.
-func servePort(p ports.Port, opts session.Options, wake *ports.Waker) {
+// servePort serves one port forever; as PID 1 nothing may end this.
+func servePort(p ports.Port, opts session.Options) {
 	for {
 		func() {
 			defer func() {
@@ -117,19 +113,13 @@ func servePort(p ports.Port, opts session.Options, wake *ports.Waker) {
 					opts.Logf("port %s: panic: %v", p.Name, r)
 				}
 			}()
-			f, err := ports.OpenAsync(p.Path)
-			w := wake
-			if err != nil {
-				opts.Logf("port %s: %v; polling it instead", p.Name, err)
-				w = nil
-				f, err = ports.Open(p.Path)
-			}
+			f, err := ports.Open(p.Path)
 			if err != nil {
 				opts.Logf("port %s: %v", p.Name, err)
 				return
 			}
 			defer f.Close()
-			ports.Serve(f, opts, w, nil)
+			ports.Serve(f, opts, ports.PollInterval(p.Name), nil)
 		}()
 		time.Sleep(time.Second)
 	}

@@ -6,12 +6,10 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -25,12 +23,16 @@ const NamePrefix = "org.pyro.agent."
 // Timing of the port handling.
 const (
 	// ReconnectPoll is how often a port is re-read while no host is
-	// connected (a read then returns 0 immediately instead of blocking),
-	// when nothing wakes the loop sooner (see Waker).
+	// connected (a read then returns 0 immediately instead of blocking).
+	// Port 0 uses it: every restore handshake and most sessions come there.
 	ReconnectPoll = 10 * time.Millisecond
-	// WakeRecheck is how often a port whose loop has a Waker is re-read
-	// anyway, in case a wake-up was lost.
-	WakeRecheck = 250 * time.Millisecond
+	// SpareReconnectPoll is the same for the other ports, which only
+	// concurrent sessions use. Each re-read costs guest CPU (under
+	// emulation, four ports at 10 ms kept an idle guest at 17% of a host
+	// core), and there is no blocking wait for a host to connect: poll()
+	// reports such a port as hung up, and O_ASYNC's SIGIO left sessions
+	// whose hello QEMU never delivered.
+	SpareReconnectPoll = 50 * time.Millisecond
 	// errorBackoff slows down the loop after unexpected read errors.
 	errorBackoff = 100 * time.Millisecond
 )
@@ -121,86 +123,24 @@ func Open(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// OpenAsync opens a port like Open and asks the kernel to send this process
-// SIGIO whenever the port changes: the host connects or disconnects, or data
-// arrives. With WakeOnSIGIO, an idle port then costs nothing, where polling
-// it every ReconnectPoll kept an idle VM's CPU busy under emulation.
-func OpenAsync(path string) (*os.File, error) {
-	f, err := Open(path)
-	if err != nil {
-		return nil, err
+// PollInterval is how often Serve re-reads a port named name while no host
+// is connected.
+func PollInterval(name string) time.Duration {
+	if name == NamePrefix+"0" {
+		return ReconnectPoll
 	}
-	fd := f.Fd()
-	if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETOWN, uintptr(os.Getpid())); e != 0 {
-		f.Close()
-		return nil, &os.PathError{Op: "fcntl F_SETOWN", Path: path, Err: e}
-	}
-	flags, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-	if e == 0 {
-		_, _, e = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFL, flags|syscall.O_ASYNC)
-	}
-	if e != 0 {
-		f.Close()
-		return nil, &os.PathError{Op: "fcntl O_ASYNC", Path: path, Err: e}
-	}
-	return f, nil
+	return SpareReconnectPoll
 }
 
-// Waker tells every Serve loop that something may have changed on a port.
-// A loop takes Next before reading, so a wake-up that comes between a read
-// returning EOF and the loop starting to wait is not lost.
-type Waker struct {
-	// Recheck bounds the wait when no wake-up comes (0: WakeRecheck).
-	Recheck time.Duration
-	mu      sync.Mutex
-	ch      chan struct{}
-}
-
-// Next returns a channel that is closed by the next Wake.
-func (w *Waker) Next() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch == nil {
-		w.ch = make(chan struct{})
+// Serve runs sessions on rw forever: one Serve call per host connection,
+// re-polling every poll (0: ReconnectPoll) while no host is connected. It
+// returns only when stop is closed (nil means never), which tests use.
+// Panics in a session are logged and the port is served again, because as
+// PID 1 the agent must never die.
+func Serve(rw io.ReadWriter, opts session.Options, poll time.Duration, stop <-chan struct{}) {
+	if poll <= 0 {
+		poll = ReconnectPoll
 	}
-	return w.ch
-}
-
-// Wake releases everyone waiting on a channel from Next.
-func (w *Waker) Wake() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch != nil {
-		close(w.ch)
-	}
-	w.ch = make(chan struct{})
-}
-
-func (w *Waker) recheck() time.Duration {
-	if w.Recheck > 0 {
-		return w.Recheck
-	}
-	return WakeRecheck
-}
-
-// WakeOnSIGIO wakes w every time the process receives SIGIO. SIGIO does not
-// say which port changed, so every idle loop re-reads its port.
-func WakeOnSIGIO(w *Waker) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGIO)
-	go func() {
-		for range ch {
-			w.Wake()
-		}
-	}()
-}
-
-// Serve runs sessions on rw forever: one Serve call per host connection.
-// While no host is connected it waits for wake (nil: re-polls every
-// ReconnectPoll). It returns only when stop is closed (nil means never),
-// which tests use. Panics in a session are logged and the port is served
-// again, because as PID 1 the agent must never die.
-func Serve(rw io.ReadWriter, opts session.Options, wake *Waker, stop <-chan struct{}) {
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
 	}
@@ -213,24 +153,10 @@ func Serve(rw io.ReadWriter, opts session.Options, wake *Waker, stop <-chan stru
 			return
 		default:
 		}
-		var woken <-chan struct{}
-		if wake != nil {
-			woken = wake.Next()
-		}
 		err := serveOnce(conn, rw, opts)
 		switch {
 		case err == nil || errors.Is(err, io.EOF):
-			if wake == nil {
-				time.Sleep(ReconnectPoll)
-				break
-			}
-			timer := time.NewTimer(wake.recheck())
-			select {
-			case <-woken:
-			case <-timer.C:
-			case <-stop:
-			}
-			timer.Stop()
+			time.Sleep(poll)
 		default:
 			// A persistent error would repeat ten times a second; the
 			// console only needs to hear about it once.

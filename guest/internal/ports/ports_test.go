@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -123,7 +122,7 @@ func TestServeSurvivesDisconnects(t *testing.T) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
-		Serve(port, session.Options{Reaper: reaper.Start(), BootID: func() string { return "" }}, nil, stop)
+		Serve(port, session.Options{Reaper: reaper.Start(), BootID: func() string { return "" }}, 0, stop)
 		close(done)
 	}()
 	defer func() {
@@ -143,10 +142,20 @@ func TestServeSurvivesDisconnects(t *testing.T) {
 
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		got := port.replies(t)
 		port.mu.Lock()
+		out := append([]byte(nil), port.output.Bytes()...)
 		eofs := port.eofs
 		port.mu.Unlock()
+		var got []string
+		d := protocol.NewDecoder(bytes.NewReader(out))
+		for {
+			f, err := d.Next()
+			if err != nil {
+				break
+			}
+			typ, id, _ := protocol.ParseEnvelope(f.Header)
+			got = append(got, typ+"/"+string(rune('0'+id)))
+		}
 		if reflect.DeepEqual(got, []string{"hello_ok/2", "ok/3"}) {
 			if eofs < 3 {
 				t.Fatalf("only %d EOF polls", eofs)
@@ -160,85 +169,13 @@ func TestServeSurvivesDisconnects(t *testing.T) {
 	}
 }
 
-// replies decodes the frames the agent wrote to the port as "type/id".
-func (p *fakePort) replies(t *testing.T) []string {
-	p.mu.Lock()
-	out := append([]byte(nil), p.output.Bytes()...)
-	p.mu.Unlock()
-	var got []string
-	d := protocol.NewDecoder(bytes.NewReader(out))
-	for {
-		f, err := d.Next()
-		if err != nil {
-			return got
+func TestPollInterval(t *testing.T) {
+	if got := PollInterval(NamePrefix + "0"); got != ReconnectPoll {
+		t.Fatalf("port 0 polls every %v", got)
+	}
+	for _, n := range []string{"1", "2", "3"} {
+		if got := PollInterval(NamePrefix + n); got != SpareReconnectPoll {
+			t.Fatalf("port %s polls every %v", n, got)
 		}
-		typ, id, _ := protocol.ParseEnvelope(f.Header)
-		got = append(got, typ+"/"+string(rune('0'+id)))
-	}
-}
-
-func TestServeWithWakerWaitsInsteadOfPolling(t *testing.T) {
-	port := newFakePort()
-	wake := &Waker{Recheck: time.Hour}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		Serve(port, session.Options{Reaper: reaper.Start(), BootID: func() string { return "" }}, wake, stop)
-		close(done)
-	}()
-	defer func() {
-		close(stop)
-		port.push(false)
-		wake.Wake()
-		<-done
-	}()
-
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		port.mu.Lock()
-		eofs := port.eofs
-		port.mu.Unlock()
-		if eofs > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Serve never read the port")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	// A host arrives, but nothing wakes the loop: it must not be polling.
-	port.push(true, frame(t, map[string]any{"type": "hello", "id": 2, "nonce": "x"}, nil))
-	time.Sleep(100 * time.Millisecond)
-	port.mu.Lock()
-	eofs := port.eofs
-	port.mu.Unlock()
-	if got := port.replies(t); len(got) != 0 || eofs != 1 {
-		t.Fatalf("the idle loop read the port without a wake-up: replies %v, %d EOFs", got, eofs)
-	}
-	wake.Wake()
-	for !reflect.DeepEqual(port.replies(t), []string{"hello_ok/2"}) {
-		if time.Now().After(deadline.Add(3 * time.Second)) {
-			t.Fatalf("no hello_ok after the wake-up: %v", port.replies(t))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func TestWakeOnSIGIO(t *testing.T) {
-	wake := &Waker{}
-	WakeOnSIGIO(wake)
-	next := wake.Next()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGIO); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-next:
-	case <-time.After(5 * time.Second):
-		t.Fatal("SIGIO did not wake the waker")
-	}
-	select {
-	case <-wake.Next():
-		t.Fatal("a fresh Next is already closed")
-	default:
 	}
 }
