@@ -216,5 +216,8 @@ async function main(): Promise<void> {
 try {
   await main();
 } finally {
+  // Whatever a failed step left running goes with the state directory.
+  await waitForFillers();
+  for (const record of await runtime.list().catch(() => [])) await runtime.delete(record.vmId).catch(() => undefined);
   rmSync(stateDir, { recursive: true, force: true });
 }

@@ -153,7 +153,11 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
       if (exited) onExit();
     });
     exitPromise.catch(() => undefined);
-    const race = <T>(promise: Promise<T>) => Promise.race([promise, exitPromise]);
+    // A step that loses the race to QEMU's exit still settles later; that must not become an unhandled rejection.
+    const race = <T>(promise: Promise<T>) => {
+      promise.catch(() => undefined);
+      return Promise.race([promise, exitPromise]);
+    };
 
     qmp = await race(QmpClient.connect(files.qmp, Math.min(options.deadline, Date.now() + 15_000)));
     serial.attach(await race(connectUnix(files.serial, options.deadline)));
@@ -172,7 +176,12 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     options.onPhase?.(spec.incomingPath ? "resuming the guest" : `booting the guest (${spec.accel})`);
     await race(qmp.execute("cont", undefined, options.deadline));
     const release = await tryLock(files.portLocks[0]!);
-    const session = await race(AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal }));
+    const opening = AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal });
+    const session = await race(opening).catch((error: unknown) => {
+      // QEMU exited first: a session that still opens later is closed at once.
+      void opening.then((late) => late.close(), () => undefined);
+      throw error;
+    });
     mark("agent handshake done");
     locked = { session, release: release ?? (() => Promise.resolve()) };
     return { qemu, session: locked };
@@ -226,6 +235,7 @@ export async function openSession(files: VmFiles, options: { deadline: number; s
       const release = await tryLock(files.portLocks[i]!);
       if (!release) continue;
       try {
+        debug("agent", `opening a session on port ${i}`);
         const session = await AgentSession.open(files.agents[i]!, {
           deadline: Math.min(options.deadline, Date.now() + 10_000),
           signal: options.signal,
