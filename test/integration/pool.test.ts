@@ -37,8 +37,13 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
   });
 
   test("off unless asked for", async () => {
-    const plain = new Pyro({ stateDir: tempStateDir(), env: { ...process.env, PYRO_POOL_SIZE: "" } });
-    assert.deepEqual(await plain.fillPool({ environment: "debian:12" }), { enabled: false, size: 0, made: 0, pooled: 0 });
+    const dir = tempStateDir();
+    try {
+      const plain = new Pyro({ stateDir: dir, env: { ...process.env, PYRO_POOL_SIZE: "" } });
+      assert.deepEqual(await plain.fillPool({ environment: "debian:12" }), { enabled: false, size: 0, made: 0, pooled: 0 });
+    } finally {
+      removeDir(dir);
+    }
   });
 
   test("fill makes warm VMs that listings do not show", async () => {
