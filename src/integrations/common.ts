@@ -1,12 +1,25 @@
 import { toPyroError } from "../errors.js";
 import type { Pyro } from "../sdk/pyro.js";
-import { findTool, toolsFor, type ProfileName, type ToolContext, type ToolSpec } from "../tools/catalog.js";
+import { defaultToolPolicy, findTool, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
 export interface ToolSelection {
   /** A profile of tools (default `vm-run`: only vm_run, the one-shot tool most agents need). */
   profile?: ProfileName;
   /** Or exactly these tools by name, e.g. ["vm_run", "workspace_create", "workspace_exec"]. */
   tools?: readonly string[];
+  /**
+   * Your decisions as the operator, which no model argument can change:
+   * `allowedRoots`, the host directories whose files a model may name as
+   * seed_path or source_path (default: the current directory, never `/`);
+   * `allowHostCompat`, run on the host without isolation when no guest can
+   * boot (default false).
+   */
+  policy?: { allowedRoots?: readonly string[]; allowHostCompat?: boolean };
+}
+
+/** The policy an adapter applies to every call, resolved once when its tools are made. */
+export function policyOf(selection: ToolSelection): ToolPolicy {
+  return defaultToolPolicy(selection.policy);
 }
 
 export function selectTools(selection: ToolSelection = {}): ToolSpec[] {

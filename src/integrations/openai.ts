@@ -10,7 +10,7 @@
 import { z } from "zod";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ToolSpec } from "../tools/catalog.js";
-import { invokeTool, selectTools, type ToolSelection } from "./common.js";
+import { invokeTool, policyOf, selectTools, type ToolSelection } from "./common.js";
 
 export type { ToolSelection } from "./common.js";
 
@@ -90,6 +90,7 @@ export async function runFunctionCalls(
   options: ToolSelection & { signal?: AbortSignal } = {},
 ): Promise<FunctionCallOutputItem[]> {
   const allowed = new Map(selectTools(options).map((tool) => [tool.name, tool]));
+  const policy = policyOf(options);
   const results: FunctionCallOutputItem[] = [];
   for (const item of output) {
     if (item.type !== "function_call") continue;
@@ -108,7 +109,7 @@ export async function runFunctionCalls(
       result =
         args === undefined
           ? { error: { code: "invalid_argument", message: "arguments are not valid JSON", hint: "send the arguments as a JSON object" } }
-          : await invokeTool(pyro, tool, withoutNulls(args), { signal: options.signal });
+          : await invokeTool(pyro, tool, withoutNulls(args), { signal: options.signal, policy });
     }
     results.push({ type: "function_call_output", call_id: call.call_id, output: JSON.stringify(result) });
   }

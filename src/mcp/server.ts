@@ -1,17 +1,28 @@
 import { randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import { mkdir, rm } from "node:fs/promises";
+import type { Server as HttpServer, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { networkInterfaces } from "node:os";
+import { dirname, join } from "node:path";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
+import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js";
+import type { OAuthTokenVerifier } from "@modelcontextprotocol/sdk/server/auth/provider.js";
+import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
+import { hostHeaderValidation } from "@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { toPyroError } from "../errors.js";
+import { writeFileAtomic } from "../util/fs.js";
 import type { Pyro } from "../sdk/pyro.js";
-import { toolsFor, type ProfileName, type ToolSpec } from "../tools/catalog.js";
+import { defaultToolPolicy, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
 export interface McpServerOptions {
   profile: ProfileName;
+  /** The operator's decisions: host-compat and the host directories a model may name. Default: defaultToolPolicy(). */
+  policy?: ToolPolicy;
   /** Version reported to clients. */
   version: string;
   /** Where diagnostics go (never stdout: on stdio, stdout carries only MCP messages). */
@@ -49,9 +60,9 @@ class InFlight {
 }
 
 /** Turns a tool's result or failure into an MCP result: pyro's failures are results with isError, never protocol errors. */
-async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown>, signal: AbortSignal, onProgress?: (message: string) => void): Promise<CallToolResult> {
+async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown>, context: ToolContext): Promise<CallToolResult> {
   try {
-    const result = await tool.run(pyro, args, { signal, onProgress });
+    const result = await tool.run(pyro, args, context);
     return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
   } catch (error) {
     const failure = toPyroError(error);
@@ -62,6 +73,7 @@ async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown
 
 /** An MCP server with the tools of one profile, each a thin adapter over the SDK. */
 export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight = new InFlight()): McpServer {
+  const policy = options.policy ?? defaultToolPolicy();
   const server = new McpServer(
     { name: "pyro", version: options.version },
     {
@@ -96,7 +108,7 @@ export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight 
             else pending = setTimeout(send, wait);
           };
         }
-        return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, args, signal, onProgress));
+        return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, args, { signal, onProgress, policy }));
       },
     );
   }
@@ -138,13 +150,17 @@ export async function serveStdio(pyro: Pyro, options: McpServerOptions): Promise
 export interface HttpServeOptions extends McpServerOptions {
   host: string;
   port: number;
-  /** Required on every request when set; always set when listening beyond loopback. */
+  /** Required on every request, loopback included. Default: generated, printed on stderr and written to `tokenFile`. */
   token?: string;
+  /** Where the token is written (mode 0600) for local clients to read. Default: `<stateDir>/mcp/http-<port>.token`. */
+  tokenFile?: string;
 }
 
 export interface HttpServeHandle {
   url: string;
-  token: string | undefined;
+  token: string;
+  /** The 0600 file holding the token while the server runs. */
+  tokenFile: string;
   close: () => Promise<void>;
   server: HttpServer;
 }
@@ -155,51 +171,48 @@ export function isLoopback(host: string): boolean {
   return LOOPBACK.has(host) || host.startsWith("127.");
 }
 
-function sameToken(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+/** Largest JSON-RPC request body accepted: a command is at most 256 KiB, with room for JSON escaping. */
+const MAX_BODY = "4mb";
+
+/**
+ * The bearer token check of the MCP SDK's auth middleware, against the one
+ * token this server has. Compared in constant time.
+ */
+function tokenVerifier(expected: string): OAuthTokenVerifier {
+  const want = Buffer.from(expected);
+  return {
+    verifyAccessToken: (given: string): Promise<AuthInfo> => {
+      const got = Buffer.from(given);
+      if (got.length !== want.length || !timingSafeEqual(got, want)) {
+        return Promise.reject(new InvalidTokenError("unauthorized: send Authorization: Bearer <token> (PYRO_MCP_TOKEN, or the token file the server printed)"));
+      }
+      // The SDK requires an expiry; this token lives as long as the server.
+      return Promise.resolve({ token: given, clientId: "pyro", scopes: [], expiresAt: Math.floor(Date.now() / 1000) + 24 * 3600 });
+    },
+  };
 }
 
 /**
- * Serves Streamable HTTP on /mcp. Host and Origin headers are checked against
- * the address pyro listens on (DNS rebinding), and a bearer token is required
- * whenever it listens beyond loopback (generated when none is given).
+ * Serves Streamable HTTP on /mcp. Every request must carry the bearer token,
+ * on loopback too: a guest with network, or another local user, also reaches
+ * loopback. The Host header must name this server (the MCP SDK's DNS
+ * rebinding protection).
  */
 export async function serveHttp(pyro: Pyro, options: HttpServeOptions): Promise<HttpServeHandle> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const token = options.token ?? (isLoopback(options.host) ? undefined : randomBytes(24).toString("base64url"));
+  const token = options.token ?? randomBytes(24).toString("base64url");
   const inFlight = new InFlight();
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; server: McpServer }>();
-  let allowedHosts = new Set<string>();
 
-  const deny = (res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}) => {
-    res.writeHead(status, { "content-type": "application/json", ...headers });
+  const deny = (res: ServerResponse, status: number, message: string) => {
+    res.writeHead(status, { "content-type": "application/json" });
     res.end(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32000, message } }));
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? "/", "http://placeholder");
-    if (url.pathname !== "/mcp") return deny(res, 404, "not found: the MCP endpoint is /mcp");
-    const host = req.headers.host ?? "";
-    if (!allowedHosts.has(host.toLowerCase())) return deny(res, 403, `forbidden: Host ${host || "(none)"} is not this server`);
-    const origin = req.headers.origin;
-    if (origin !== undefined) {
-      let originHost = "";
-      try {
-        originHost = new URL(origin).host.toLowerCase();
-      } catch {
-        // unparsable: refused below
-      }
-      if (!allowedHosts.has(originHost)) return deny(res, 403, `forbidden: Origin ${origin} is not allowed`);
-    }
-    if (token !== undefined) {
-      const given = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "")?.[1] ?? "";
-      if (!sameToken(given, token)) return deny(res, 401, "unauthorized: send Authorization: Bearer <token>", { "www-authenticate": "Bearer" });
-    }
+  const handle = async (req: Request, res: Response) => {
     const sessionId = req.headers["mcp-session-id"];
     const existing = typeof sessionId === "string" ? sessions.get(sessionId) : undefined;
-    if (existing) return existing.transport.handleRequest(req, res);
+    if (existing) return existing.transport.handleRequest(req, res, req.body);
     if (typeof sessionId === "string") return deny(res, 404, "unknown or expired MCP session");
     if (req.method !== "POST") return deny(res, 400, "start a session with an initialize POST");
     const server = createMcpServer(pyro, options, inFlight);
@@ -216,36 +229,53 @@ export async function serveHttp(pyro: Pyro, options: HttpServeOptions): Promise<
       if (transport.sessionId) sessions.delete(transport.sessionId);
     };
     await server.connect(transport);
-    await transport.handleRequest(req, res);
+    await transport.handleRequest(req, res, req.body);
   };
 
-  const http = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      log(`pyro mcp: ${String(error)}`);
-      if (!res.headersSent) deny(res, 500, "internal error");
-    });
-  });
-  await new Promise<void>((resolvePromise, reject) => {
-    http.once("error", reject);
-    http.listen(options.port, options.host, () => resolvePromise());
-  });
-  const address = http.address() as AddressInfo;
-  const hostPart = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const wildcard = options.host === "0.0.0.0" || options.host === "::";
   // A wildcard bind answers on every local address; those (and only those) are this server's names.
   const local = Object.values(networkInterfaces())
     .flat()
     .map((info) => (info?.family === "IPv6" ? `[${info.address}]` : info?.address))
     .filter((name): name is string => Boolean(name));
-  const names = isLoopback(options.host) ? ["127.0.0.1", "localhost", "[::1]"] : wildcard ? [...local, "localhost"] : [hostPart, options.host];
-  allowedHosts = new Set(names.map((name) => `${name}:${address.port}`.toLowerCase()));
+  const bracketed = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
+  const hostnames = isLoopback(options.host) ? ["127.0.0.1", "localhost", "[::1]"] : wildcard ? [...local, "localhost"] : [bracketed];
+
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(hostHeaderValidation(hostnames));
+  app.use(requireBearerAuth({ verifier: tokenVerifier(token) }));
+  app.use(express.json({ limit: MAX_BODY }));
+  app.all("/mcp", (req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      log(`pyro mcp: ${String(error)}`);
+      if (!res.headersSent) deny(res, 500, "internal error");
+    });
+  });
+  app.use((req: Request, res: Response) => deny(res, 404, "not found: the MCP endpoint is /mcp"));
+  // A body that is not JSON, or too large, is the client's error, not a crash.
+  app.use((error: Error & { status?: number }, _req: Request, res: Response, _next: NextFunction) => {
+    deny(res, error.status && error.status >= 400 && error.status < 500 ? error.status : 500, error.message);
+  });
+
+  const http = await new Promise<HttpServer>((resolvePromise, reject) => {
+    const listening = app.listen(options.port, options.host, (error?: Error) => (error ? reject(error) : resolvePromise(listening)));
+    listening.once("error", reject);
+  });
+  const address = http.address() as AddressInfo;
+  const hostPart = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${hostPart}:${address.port}/mcp`;
+  const tokenFile = options.tokenFile ?? join(pyro.paths.stateDir, "mcp", `http-${address.port}.token`);
+  await mkdir(dirname(tokenFile), { recursive: true, mode: 0o700 });
+  await writeFileAtomic(tokenFile, `${token}\n`, 0o600);
   // The token first: the "serving" line is the last one, so whoever waits for it has everything.
-  if (token !== undefined && options.token === undefined) log(`pyro mcp: bearer token (send as Authorization: Bearer <token>): ${token}`);
+  if (options.token === undefined) log(`pyro mcp: bearer token (send as Authorization: Bearer <token>): ${token}`);
+  log(`pyro mcp: token file ${tokenFile}`);
   log(`pyro mcp: serving profile ${options.profile} on ${url}`);
   return {
     url,
     token,
+    tokenFile,
     server: http,
     close: async () => {
       await inFlight.cancelAll();
@@ -254,6 +284,7 @@ export async function serveHttp(pyro: Pyro, options: HttpServeOptions): Promise<
         await server.close().catch(() => undefined);
       }
       await new Promise<void>((r) => http.close(() => r()));
+      await rm(tokenFile, { force: true });
     },
   };
 }

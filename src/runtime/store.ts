@@ -1,10 +1,10 @@
 import { mkdir, readdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Accel } from "../backends/qemu/accel.js";
 import type { QemuProcess } from "../backends/qemu/vm.js";
-import { ErrorCode, PyroError } from "../errors.js";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { isErrno, readJsonIfExists, writeJsonAtomic } from "../util/fs.js";
-import { ID_PATTERN } from "../util/ids.js";
+import { ID_PATTERN, isId } from "../util/ids.js";
 import { withLock } from "../util/lock.js";
 
 export type ExecutionMode = "guest" | "host_compat";
@@ -60,7 +60,9 @@ export class VmStore {
     this.locksDir = join(stateDir, "locks");
   }
 
+  /** The VM's directory. The id becomes a path, so a malformed one is refused here, whoever passed it. */
   dir(vmId: string): string {
+    if (!isId(vmId)) throw new InvalidArgumentError("vmId", `must be an id of 12 lowercase hex digits, got ${JSON.stringify(vmId)}`);
     return join(this.vmsDir, vmId);
   }
 
@@ -74,10 +76,10 @@ export class VmStore {
   }
 
   async read(vmId: string): Promise<VmRecord | undefined> {
-    if (!ID_PATTERN.test(vmId)) return undefined;
+    const path = this.recordPath(vmId);
     let record: VmRecord | undefined;
     try {
-      record = await readJsonIfExists<VmRecord>(this.recordPath(vmId));
+      record = await readJsonIfExists<VmRecord>(path);
     } catch (error) {
       throw new PyroError(ErrorCode.stateError, `the record of ${vmId} is unreadable`, { cause: error, hint: `delete it with \`pyro vm delete ${vmId}\`` });
     }
@@ -103,7 +105,7 @@ export class VmStore {
   }
 
   locked<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
-    return withLock(join(this.locksDir, vmId), fn, { waitMs: 120_000, staleMs: 30_000 });
+    return withLock(join(this.locksDir, basename(this.dir(vmId))), fn, { waitMs: 120_000, staleMs: 30_000 });
   }
 
   async remove(vmId: string): Promise<void> {

@@ -91,7 +91,7 @@ export class VmManager {
     if (!support.ok) {
       if (!options.allowHostCompat) {
         throw new PyroError(ErrorCode.guestUnavailable, `cannot boot a guest on this host: ${support.missing.map((m) => m.what).join("; ")}`, {
-          hint: `${support.missing.map((m) => m.fix).join("; ")} — or pass allowHostCompat to run on the host without isolation`,
+          hint: support.missing.map((m) => m.fix).join("; "),
           details: { missing: support.missing },
         });
       }

@@ -33,7 +33,7 @@ import type {
   WorkspacePushOptions,
   WorkspacePushResult,
 } from "./types.js";
-import { requireId, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
+import { requireId, requireString, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
 
 export interface PyroOptions {
   /** Where VM records and sockets live. Default `$PYRO_STATE_DIR` or `~/.local/state/pyro-mcp`. */
@@ -175,7 +175,7 @@ export class Pyro {
    */
   async pushWorkspaceSync(workspaceId: string, sourcePath: string, options: WorkspacePushOptions = {}): Promise<WorkspacePushResult> {
     const id = requireId("workspaceId", workspaceId);
-    const source = requireId("sourcePath", sourcePath);
+    const source = requireString("sourcePath", sourcePath);
     const pushed = await this.workspaces.push(id, source, options.dest, options.signal);
     return { workspaceId: id, sourcePath: pushed.source.path, mode: pushed.source.mode, dest: pushed.dest, ...pushed.counts };
   }
@@ -244,14 +244,14 @@ export class Pyro {
    * machine shape, so the next run restores in well under a second.
    */
   async pullEnvironment(name: string, options: CallOptions & { force?: boolean; warm?: boolean } = {}): Promise<EnvironmentInfo> {
-    requireEnvironment(requireId("environment", name));
+    requireEnvironment(requireString("environment", name));
     await this.vms.environments.pull(name, { force: options.force, onProgress: options.onProgress, signal: options.signal });
     if (options.warm) await this.vms.warmTemplate(name, options);
     return this.inspectEnvironment(name);
   }
 
   async inspectEnvironment(name: string): Promise<EnvironmentInfo> {
-    const spec = requireEnvironment(requireId("environment", name));
+    const spec = requireEnvironment(requireString("environment", name));
     const store = this.vms.environments;
     const check = await store.check(name);
     const manifest: EnvironmentManifest | undefined = check.manifest;

@@ -2,6 +2,7 @@ import { availableParallelism, totalmem } from "node:os";
 import { Defaults, Limits } from "../config.js";
 import { requireEnvironment } from "../environments/catalog.js";
 import { InvalidArgumentError } from "../errors.js";
+import { isId } from "../util/ids.js";
 import type { ExecOptions, VmOptions } from "./types.js";
 
 export interface ResolvedVmOptions {
@@ -63,9 +64,25 @@ export function resolveExecOptions(options: ExecOptions): ResolvedExecOptions {
   };
 }
 
-export function requireId(field: string, value: unknown): string {
+/** A non-empty string argument (an environment name, a host path). */
+export function requireString(field: string, value: unknown): string {
   if (typeof value !== "string" || value === "") throw new InvalidArgumentError(field, "is required");
   return value;
+}
+
+/**
+ * A VM or workspace id as `newId` makes them: 12 lowercase hex digits. Ids
+ * become directory names, so anything else is refused before a file is touched.
+ */
+export function requireId(field: string, value: unknown): string {
+  if (!isId(value)) {
+    throw new InvalidArgumentError(field, `must be an id of 12 lowercase hex digits, got ${JSON.stringify(value)}`, idHint(field));
+  }
+  return value;
+}
+
+function idHint(field: string): string {
+  return field === "workspaceId" ? "use an id from `pyro workspace list` or workspace_create" : "use an id from `pyro vm list` or vm_create";
 }
 
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;

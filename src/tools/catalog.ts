@@ -5,6 +5,7 @@ import { CATALOG } from "../environments/catalog.js";
 import { PROFILE_TOOLS, PROFILES, type ProfileName } from "./profiles.js";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
+import { confineHostPath, defaultToolPolicy, type ToolPolicy } from "./policy.js";
 
 /**
  * The tools pyro offers to models, defined once: names and snake_case
@@ -14,11 +15,14 @@ import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
  */
 
 export { DEFAULT_PROFILE, PROFILES, type ProfileName } from "./profiles.js";
+export { defaultToolPolicy, type ToolPolicy } from "./policy.js";
 
 export interface ToolContext {
   signal?: AbortSignal;
   /** A short human line: a phase of a long step, or output so far. */
   onProgress?: (message: string) => void;
+  /** The operator's decisions for this server or adapter (default: defaultToolPolicy()). */
+  policy?: ToolPolicy;
 }
 
 export interface ToolAnnotations {
@@ -55,9 +59,6 @@ const memMib = z.number().int().min(Limits.minMemMib).max(Limits.maxMemMib).desc
 const timeoutSeconds = z.number().int().min(1).max(Limits.maxTimeoutSeconds).describe(`Seconds before the command is killed (result timed_out, exit_code 124). Default ${Defaults.timeoutSeconds}.`);
 const ttlSeconds = z.number().int().min(1).max(Limits.maxTtlSeconds).describe(`Seconds until the VM expires and is reaped. Default ${Defaults.ttlSeconds}.`);
 const network = z.boolean().describe("Give the guest outbound network access. Default false (no NIC at all).");
-const allowHostCompat = z
-  .boolean()
-  .describe("If no guest can boot on this host, run on the host WITHOUT isolation instead of failing. Default false.");
 const vmId = z.string().regex(/^[0-9a-f]{12}$/).describe("VM id from vm_create.");
 const workspaceId = z.string().regex(/^[0-9a-f]{12}$/).describe("Workspace id from workspace_create.");
 
@@ -67,18 +68,21 @@ const vmShape = {
   mem_mib: memMib.optional(),
   ttl_seconds: ttlSeconds.optional(),
   network: network.optional(),
-  allow_host_compat: allowHostCompat.optional(),
 };
 
-/** The VM arguments every creating tool shares, in the SDK's vocabulary. */
-function vmOptionsOf(a: Record<string, unknown>): VmOptions {
+function policyOf(context: ToolContext): ToolPolicy {
+  return (context.policy ??= defaultToolPolicy());
+}
+
+/** The VM arguments every creating tool shares, in the SDK's vocabulary; host-compat is the operator's call, never the model's. */
+function vmOptionsOf(a: Record<string, unknown>, context: ToolContext): VmOptions {
   return {
     environment: a.environment as string,
     vcpuCount: a.vcpu_count as number | undefined,
     memMib: a.mem_mib as number | undefined,
     ttlSeconds: a.ttl_seconds as number | undefined,
     network: a.network as boolean | undefined,
-    allowHostCompat: a.allow_host_compat as boolean | undefined,
+    allowHostCompat: policyOf(context).allowHostCompat,
   };
 }
 
@@ -200,7 +204,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.runInVm({
-          ...vmOptionsOf(a),
+          ...vmOptionsOf(a, context),
           ...execOptionsOf(a, context),
           onProgress: progressOf(context),
         }),
@@ -223,7 +227,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.createVm({
-          ...vmOptionsOf(a),
+          ...vmOptionsOf(a, context),
           signal: context.signal,
           onProgress: progressOf(context),
         }),
@@ -304,7 +308,11 @@ const DEFINITIONS: readonly ToolDefinition[] = [
       "Use it only when you need repeated commands in one place; then workspace_exec, workspace_sync_push for later host changes, and workspace_delete when done.",
     input: z.object({
       ...vmShape,
-      seed_path: z.string().min(1).optional().describe("Host directory or .tar/.tar.gz/.tgz archive copied into /workspace. Default: empty."),
+      seed_path: z
+        .string()
+        .min(1)
+        .optional()
+        .describe("Host directory or .tar/.tar.gz/.tgz archive copied into /workspace; it must lie under a directory the server shares. Default: empty."),
       name: z.string().min(1).max(64).optional().describe("A name for people."),
       labels: z.record(z.string(), z.string()).optional().describe("Free-form labels, e.g. {\"task\": \"fix-123\"}."),
     }),
@@ -313,8 +321,8 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     run: async (pyro, a, context) =>
       snake(
         await pyro.createWorkspace({
-          ...vmOptionsOf(a),
-          seedPath: a.seed_path as string | undefined,
+          ...vmOptionsOf(a, context),
+          seedPath: a.seed_path === undefined ? undefined : await confineHostPath("seed_path", a.seed_path as string, policyOf(context)),
           name: a.name as string | undefined,
           labels: a.labels as Record<string, string> | undefined,
           signal: context.signal,
@@ -327,7 +335,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     description: "Copy a host directory or archive into a running workspace (merged into /workspace, or dest under it) without recreating it.",
     input: z.object({
       workspace_id: workspaceId,
-      source_path: z.string().min(1).describe("Host directory or .tar/.tar.gz/.tgz archive."),
+      source_path: z.string().min(1).describe("Host directory or .tar/.tar.gz/.tgz archive, under a directory the server shares."),
       dest: z.string().optional().describe("Where under /workspace, e.g. src or /workspace/src. Default /workspace."),
     }),
     output: z.object({
@@ -342,7 +350,12 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     }),
     annotations: { title: "Push files into a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     run: async (pyro, a, context) =>
-      snake(await pyro.pushWorkspaceSync(a.workspace_id as string, a.source_path as string, { dest: a.dest as string | undefined, signal: context.signal })),
+      snake(
+        await pyro.pushWorkspaceSync(a.workspace_id as string, await confineHostPath("source_path", a.source_path as string, policyOf(context)), {
+          dest: a.dest as string | undefined,
+          signal: context.signal,
+        }),
+      ),
   },
   {
     name: "workspace_exec",

@@ -56,7 +56,7 @@ describe("OpenAI Responses: the real openai client against a replay of the wire 
                     call_id: "call_pyro_1",
                     name: "vm_run",
                     status: "completed",
-                    arguments: JSON.stringify({ environment: "debian:12", command: "uname -r", vcpu_count: null, mem_mib: null, timeout_seconds: 60, ttl_seconds: null, network: null, allow_host_compat: null }),
+                    arguments: JSON.stringify({ environment: "debian:12", command: "uname -r", vcpu_count: null, mem_mib: null, timeout_seconds: 60, ttl_seconds: null, network: null }),
                   },
                 ],
               }

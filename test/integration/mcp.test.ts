@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { request } from "node:http";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -53,7 +53,8 @@ const EXPECTED: Record<string, string[]> = {
 async function stdioClient(profile?: string): Promise<{ client: Client; transport: StdioClientTransport }> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [PYRO_BIN, "mcp", "serve", ...(profile ? ["--profile", profile] : [])],
+    // The test's own scratch directory is the one host directory models may name.
+    args: [PYRO_BIN, "mcp", "serve", "--allow-root", scratch, ...(profile ? ["--profile", profile] : [])],
     env: serverEnv,
     stderr: "pipe",
   });
@@ -99,7 +100,6 @@ describe("pyro mcp serve with a real MCP client", () => {
       assert.deepEqual(tools.map((t) => t.name).sort(), names, profile);
       const run = tools.find((t) => t.name === "vm_run");
       assert.deepEqual(Object.keys(run?.inputSchema.properties ?? {}).sort(), [
-        "allow_host_compat",
         "command",
         "environment",
         "mem_mib",
@@ -190,7 +190,29 @@ describe("pyro mcp serve with a real MCP client", () => {
       (logs.entries as { command: string }[]).map((e) => e.command),
       ["cat README", "cat in/new.txt"],
     );
+    // A push from outside the shared directory is refused, and the workspace is untouched.
+    const outside = (await client.callTool({ name: "workspace_sync_push", arguments: { workspace_id: id, source_path: "/etc" } })) as { isError?: boolean };
+    assert.equal(outside.isError, true);
+    assert.equal((structured(outside).error as { code: string }).code, "source_refused");
+    assert.equal(structured(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: id, command: "ls /workspace | wc -l" } })).stdout, "2\n");
     assert.deepEqual(structured(await client.callTool({ name: "workspace_delete", arguments: { workspace_id: id } })), { workspace_id: id, deleted: true });
+    assert.deepEqual(vmDirsUnder(stateDir), []);
+  });
+
+  test("a seed_path outside the allowed roots is refused, symlinks included, before any VM exists", async () => {
+    const link = join(scratch, "sneaky");
+    symlinkSync("/etc", link);
+    const nested = join(scratch, "nested");
+    mkdirSync(nested);
+    symlinkSync("../../../../../../etc/passwd", join(nested, "passwd"));
+    for (const seed of ["/etc", link, join(nested, "passwd"), join(scratch, "..", "..", "etc"), "../../../../etc"]) {
+      const refused = (await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: seed } })) as { isError?: boolean };
+      assert.equal(refused.isError, true, seed);
+      const error = structured(refused).error as { code: string; message: string; hint: string };
+      assert.equal(error.code, "source_refused", seed);
+      assert.ok(error.message.includes(realpathSync(scratch)), `${seed}: the message names the shared directory: ${error.message}`);
+      assert.match(error.hint, /--allow-root/);
+    }
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 
@@ -258,23 +280,34 @@ describe("pyro mcp serve over Streamable HTTP", () => {
     };
   }
 
-  test("on loopback: tools over HTTP; a foreign Origin or Host is refused", async () => {
-    const server = await serveHttp(["--profile", "vm-run"]);
+  test("on loopback too, every request needs the token; a foreign Host is refused", async () => {
+    const server = await serveHttp(["--profile", "vm-run"], { PYRO_MCP_TOKEN: "" });
     try {
+      const token = /Bearer <token>\): (\S+)/.exec(server.stderr())?.[1];
+      assert.ok(token, server.stderr());
+      const tokenFile = /token file (\S+)/.exec(server.stderr())?.[1];
+      assert.ok(tokenFile, server.stderr());
+      assert.equal(readFileSync(tokenFile, "utf8").trim(), token, "local clients can read the token from its file");
+      assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+
+      const anonymous = new Client({ name: "pyro-test", version: "1.0.0" });
+      await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(new URL(server.url))), /401|invalid_token|nauthorized/);
+      const wrong = new Client({ name: "pyro-test", version: "1.0.0" });
+      await assert.rejects(wrong.connect(new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers: { authorization: "Bearer nope" } } })), /401|invalid_token|nauthorized/);
       const client = new Client({ name: "pyro-test", version: "1.0.0" });
-      await client.connect(new StreamableHTTPClientTransport(new URL(server.url)));
+      await client.connect(new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
       assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ["vm_run"]);
       await client.close();
 
       const init = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-03-26", capabilities: {}, clientInfo: { name: "x", version: "1" } } });
       const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
-      const foreign = await fetch(server.url, { method: "POST", headers: { ...headers, origin: "http://evil.example" }, body: init });
-      assert.equal(foreign.status, 403);
-      // A DNS-rebinding page reaches 127.0.0.1 under its own name: the Host header gives it away.
+      const noToken = await fetch(server.url, { method: "POST", headers: { ...headers, origin: "http://evil.example" }, body: init });
+      assert.equal(noToken.status, 401);
+      // A DNS-rebinding page reaches 127.0.0.1 under its own name: the Host header gives it away, token or not.
       const target = new URL(server.url);
       const rebound = await new Promise<number>((resolvePromise, reject) => {
         const req = request(
-          { host: target.hostname, port: target.port, path: target.pathname, method: "POST", headers: { ...headers, host: `evil.example:${target.port}` } },
+          { host: target.hostname, port: target.port, path: target.pathname, method: "POST", headers: { ...headers, authorization: `Bearer ${token}`, host: `evil.example:${target.port}` } },
           (res) => {
             res.resume();
             resolvePromise(res.statusCode ?? 0);
@@ -287,18 +320,18 @@ describe("pyro mcp serve over Streamable HTTP", () => {
     } finally {
       await server.stop();
     }
+    assert.match(server.stderr(), /token file/);
   });
 
-  test("beyond loopback a bearer token is required", async () => {
-    const server = await serveHttp(["--host", "0.0.0.0", "--profile", "vm-run"], { PYRO_MCP_TOKEN: "" });
+  test("the token can come from PYRO_MCP_TOKEN, also beyond loopback; its file goes when the server stops", async () => {
+    const token = "s3cret-token-for-the-test";
+    const server = await serveHttp(["--host", "0.0.0.0", "--profile", "vm-run"], { PYRO_MCP_TOKEN: token });
+    const tokenFile = /token file (\S+)/.exec(server.stderr())?.[1];
     try {
-      const token = /Bearer <token>\): (\S+)/.exec(server.stderr())?.[1];
-      assert.ok(token, server.stderr());
+      assert.doesNotMatch(server.stderr(), new RegExp(token), "a token the operator chose is not echoed");
       const url = new URL(server.url.replace("0.0.0.0", "127.0.0.1"));
       const anonymous = new Client({ name: "pyro-test", version: "1.0.0" });
-      await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(url)), /401|nauthorized/);
-      const wrong = new Client({ name: "pyro-test", version: "1.0.0" });
-      await assert.rejects(wrong.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: { authorization: "Bearer nope" } } })), /401|nauthorized/);
+      await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(url)), /401|invalid_token|nauthorized/);
       const authorized = new Client({ name: "pyro-test", version: "1.0.0" });
       await authorized.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
       assert.deepEqual((await authorized.listTools()).tools.map((t) => t.name), ["vm_run"]);
@@ -306,5 +339,6 @@ describe("pyro mcp serve over Streamable HTTP", () => {
     } finally {
       await server.stop();
     }
+    assert.ok(tokenFile && !existsSync(tokenFile), "the token file is removed on shutdown");
   });
 });

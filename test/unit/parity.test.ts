@@ -55,9 +55,11 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
     ["workspace_sync_push", "workspace sync push", ["workspaceId", "sourcePath", "dest"]],
     ["vm_exec", "vm exec", ["vmId", "command", "timeoutSeconds"]],
   ];
+  // The operator's decisions are flags of `pyro mcp serve`, not arguments a model can pass.
+  const operatorOnly = new Set(["allowHostCompat"]);
   for (const [toolName, cliName, sdkNames] of expectations) {
     const tool = tools.get(toolName)!;
-    assert.deepEqual(Object.keys(tool.input.shape).sort(), sdkNames.map(snakeKey).sort(), toolName);
+    assert.deepEqual(Object.keys(tool.input.shape).sort(), sdkNames.filter((n) => !operatorOnly.has(n)).map(snakeKey).sort(), toolName);
     const command = cli.get(cliName)!;
     const flags = new Set(command.options.map((o) => o.long));
     const positional = new Set(command.registeredArguments.map((a) => a.name()));
@@ -81,9 +83,19 @@ test("defaults are the contract's on every surface", () => {
   assert.match(run.timeout_seconds?.description ?? "", /Default 30\./);
   assert.match(run.ttl_seconds?.description ?? "", /Default 600\./);
   assert.match(run.network?.description ?? "", /Default false/);
-  assert.match(run.allow_host_compat?.description ?? "", /Default false/);
+  assert.equal(run.allow_host_compat, undefined, "host-compat is the operator's switch, not a tool argument");
   const help = cli.get("run")!.helpInformation().replace(/\s+/g, " ");
   for (const text of ["(default 1)", "(default 1024)", "(default 30)", "(default 600)", "(default off: no NIC at all)", "(default off)"]) assert.ok(help.includes(text), text);
+});
+
+test("no tool of any profile lets a model turn isolation off", () => {
+  for (const tool of TOOLS) {
+    const schema = JSON.stringify(z.toJSONSchema(tool.input));
+    assert.doesNotMatch(schema, /host.?compat/i, tool.name);
+    assert.doesNotMatch(tool.description, /host.?compat|without isolation/i, tool.name);
+  }
+  const serve = cli.get("mcp serve")!;
+  assert.ok(serve.options.some((o) => o.long === "--allow-host-compat"), "the operator's switch is a flag of pyro mcp serve");
 });
 
 test("the client configs are valid and name a command that works", () => {

@@ -4,6 +4,10 @@ import { DEFAULT_PROFILE, PROFILE_TOOLS, PROFILES, type ProfileName } from "../.
 import type { CliContext } from "../context.js";
 import { intParser } from "../options.js";
 
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 export function registerMcp(program: Command, ctx: CliContext, version: string): void {
   const mcp = program.command("mcp").description("the MCP server, for MCP clients (Claude Desktop, Claude Code, Cursor, Codex, ...)");
   mcp
@@ -11,30 +15,40 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
     .description("serve pyro's tools over MCP (stdio by default; Streamable HTTP with --transport http)")
     .addOption(new Option("--profile <profile>", "which tools to offer").choices(PROFILES).default(DEFAULT_PROFILE))
     .addOption(new Option("--transport <transport>", "stdio, or Streamable HTTP on /mcp").choices(["stdio", "http"]).default("stdio"))
-    .option("--host <host>", "address to listen on with --transport http (loopback by default; anything else requires a bearer token)", "127.0.0.1")
+    .option("--host <host>", "address to listen on with --transport http (default loopback)", "127.0.0.1")
     .addOption(new Option("--port <port>", "port to listen on with --transport http (0 picks a free one)").default(8765).argParser(intParser("--port", "port")))
+    .option("--allow-root <dir>", "a host directory whose files models may name as seed_path or source_path (repeatable; default: the current directory, never /)", collect, [])
+    .option("--allow-host-compat", "when no guest can boot on this host, let tools run commands on the host WITHOUT isolation (default off; models cannot turn it on)")
     .addHelpText(
       "after",
       `
 Profiles:
 ${PROFILES.map((p) => `  ${p.padEnd(15)} ${PROFILE_TOOLS[p].join(", ")}`).join("\n")}
 
-With --transport http the token comes from PYRO_MCP_TOKEN; when listening beyond
-loopback without one, a token is generated and printed on stderr. Host and Origin
-headers must name this server (DNS rebinding protection).`,
+Host files: a model may name as seed_path or source_path only paths under the
+--allow-root directories (symlinks resolved); anything else is refused with
+source_refused. Started from /, no directory is shared unless named.
+
+With --transport http every request needs "Authorization: Bearer <token>",
+on loopback too. The token is PYRO_MCP_TOKEN, or generated and printed on
+stderr; either way it is written to <state dir>/mcp/http-<port>.token (mode
+0600) while the server runs. The Host header must name this server (DNS
+rebinding protection).`,
     )
-    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number }) => {
+    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHostCompat?: boolean }) => {
       if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`);
       // The MCP SDK and the tool schemas load only here: every other command starts faster.
-      const { isLoopback, serveHttp, serveStdio } = await import("../../mcp/server.js");
-      const options = { profile: flags.profile, version };
+      const [{ serveHttp, serveStdio }, { defaultToolPolicy }] = await Promise.all([import("../../mcp/server.js"), import("../../tools/policy.js")]);
+      const policy = defaultToolPolicy({ allowHostCompat: flags.allowHostCompat === true, allowedRoots: flags.allowRoot.length ? flags.allowRoot : undefined });
+      process.stderr.write(`pyro mcp: sharing host files under ${policy.allowedRoots.length ? policy.allowedRoots.join(", ") : "no directory (pass --allow-root DIR)"}\n`);
+      if (policy.allowHostCompat) process.stderr.write("pyro mcp: host-compat is ON: when no guest can boot, commands run on this host without isolation\n");
+      const options = { profile: flags.profile, version, policy };
       if (flags.transport === "stdio") {
         await serveStdio(ctx.pyro, options);
         return;
       }
       const token = process.env.PYRO_MCP_TOKEN || undefined;
       const handle = await serveHttp(ctx.pyro, { ...options, host: flags.host, port: flags.port, token });
-      if (!isLoopback(flags.host) && token) process.stderr.write("pyro mcp: bearer token required (from PYRO_MCP_TOKEN)\n");
       await new Promise<void>((resolvePromise) => ctx.signal.addEventListener("abort", () => resolvePromise(), { once: true }));
       await handle.close();
     });

@@ -1,0 +1,87 @@
+import { realpathSync } from "node:fs";
+import { realpath } from "node:fs/promises";
+import { isAbsolute, resolve, sep } from "node:path";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
+import { isErrno } from "../util/fs.js";
+
+/**
+ * What the operator of a tool server (or of a framework adapter) decided for
+ * every call. None of it is a tool argument: a model, possibly following
+ * injected instructions, must not be able to turn isolation off or read host
+ * files outside what the operator shared.
+ */
+export interface ToolPolicy {
+  /**
+   * When no guest can boot on this host, run commands on the host without
+   * isolation (`pyro mcp serve --allow-host-compat`). Default false.
+   */
+  allowHostCompat: boolean;
+  /**
+   * Host directories (resolved, symlinks included) under which a model may
+   * name seed and push sources. Default: the directory the server started
+   * in, unless that is `/`. Never `/` itself.
+   */
+  allowedRoots: readonly string[];
+}
+
+/**
+ * Resolves the roots an operator named: each must exist, be a directory by
+ * its real path, and not be `/` (that would share the whole host).
+ */
+export function resolveAllowedRoots(roots: readonly string[], base = process.cwd()): string[] {
+  const resolved: string[] = [];
+  for (const root of roots) {
+    let real: string;
+    try {
+      real = realpathSync(resolve(base, root));
+    } catch {
+      throw new InvalidArgumentError("allowRoot", `${root} does not exist`, "name an existing directory, e.g. --allow-root ./repo");
+    }
+    if (real === "/") throw new InvalidArgumentError("allowRoot", "must not be / (it would share every host file)", "name the directory that holds the files to share, e.g. --allow-root ./repo");
+    if (!resolved.includes(real)) resolved.push(real);
+  }
+  return resolved;
+}
+
+/** The policy when the operator said nothing: no host-compat, the current directory as the only root (none when it is `/`). */
+export function defaultToolPolicy(overrides: { allowHostCompat?: boolean; allowedRoots?: readonly string[] } = {}): ToolPolicy {
+  let roots: string[];
+  if (overrides.allowedRoots) roots = resolveAllowedRoots(overrides.allowedRoots);
+  else {
+    const cwd = realpathSync(process.cwd());
+    roots = cwd === "/" ? [] : [cwd];
+  }
+  return { allowHostCompat: overrides.allowHostCompat ?? false, allowedRoots: roots };
+}
+
+/**
+ * A host path a model named, resolved with every symlink followed, when it
+ * lies under one of the allowed roots; `source_refused` naming the roots
+ * otherwise. Relative paths are taken from the server's directory.
+ */
+export async function confineHostPath(field: string, path: string, policy: ToolPolicy): Promise<string> {
+  const absolute = isAbsolute(path) ? path : resolve(process.cwd(), path);
+  let real: string;
+  try {
+    real = await realpath(absolute);
+  } catch (error) {
+    if (isErrno(error, "ENOENT") || isErrno(error, "ENOTDIR")) {
+      throw new PyroError(ErrorCode.sourceRefused, `${field}: ${path} does not exist on the host`, {
+        hint: policy.allowedRoots.length ? `name a directory or archive under ${policy.allowedRoots.join(", ")}` : "this server shares no host directory",
+        details: { field },
+      });
+    }
+    throw error;
+  }
+  const inside = policy.allowedRoots.some((root) => real === root || real.startsWith(root.endsWith(sep) ? root : root + sep));
+  if (!inside) {
+    const roots = policy.allowedRoots.length ? policy.allowedRoots.join(", ") : "(none)";
+    throw new PyroError(ErrorCode.sourceRefused, `${field}: ${path} is outside the directories this server shares (${roots})`, {
+      hint: policy.allowedRoots.length
+        ? `name a directory or archive under ${roots}; the operator can share more with pyro mcp serve --allow-root DIR`
+        : "the operator can share a directory with pyro mcp serve --allow-root DIR",
+      details: { field, allowedRoots: policy.allowedRoots },
+    });
+  }
+  return real;
+}
