@@ -13,10 +13,12 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   exit 1
 fi
 
-# qemu-system-x86/qemu-utils run the guests; mmdebstrap, e2fsprogs, lz4, kmod
-# build environments from Debian's archive; golang-go builds the guest agent;
-# cpio checks the initramfs format in the tests.
-packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs lz4 zstd kmod golang-go cpio ca-certificates debian-archive-keyring)
+# qemu-system-x86/qemu-utils run the guests; bubblewrap confines QEMU; passt
+# is the user-mode network behind guests with network; mmdebstrap, e2fsprogs,
+# lz4, kmod build environments from Debian's archive; golang-go builds the
+# guest agent and the network helper; cpio checks the initramfs format in the
+# tests.
+packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs lz4 zstd kmod golang-go cpio ca-certificates debian-archive-keyring passt bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,3 @@
+module pyro/netd
+
+go 1.19
