@@ -4,7 +4,11 @@
  * (cold, restored, from a warm pool),
  * exec round trip in a running VM, host `bash -c true` as the floor,
  * throughput with 1, 2 and 4 runs in parallel, QEMU memory per VM, and
- * workspaces: create (empty and seeded), exec round trip, sync push rate.
+ * workspaces: create (empty and seeded), exec round trip, sync push rate;
+ * what QEMU's confinement costs (the same boots with PYRO_CONFINEMENT=off),
+ * and the network: restore with a NIC and its helper, and egress throughput
+ * from a guest to a server in a network namespace made for the purpose
+ * (opened explicitly; as root only).
  *
  *   npm run bench [-- --runs N] [-- --json]
  */
@@ -14,8 +18,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { packageRoot } from "../src/config.js";
 import { Pyro } from "../src/index.js";
 import { VmManager } from "../src/runtime/vms.js";
+import { startTcpServers, TestNetns } from "../test/netns.js";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false } } });
 const runs = Math.max(1, Number(values.runs));
@@ -23,6 +29,8 @@ const restoreRuns = Math.max(20, runs);
 const stateDir = mkdtempSync(join(tmpdir(), "pyro-bench-"));
 const pyro = new Pyro({ stateDir });
 const cold = new Pyro({ stateDir, env: { ...process.env, PYRO_TEMPLATES: "0" } });
+const unconfined = new Pyro({ stateDir, env: { ...process.env, PYRO_CONFINEMENT: "off" } });
+const unconfinedCold = new Pyro({ stateDir, env: { ...process.env, PYRO_CONFINEMENT: "off", PYRO_TEMPLATES: "0" } });
 const runtime = new VmManager(pyro.paths);
 
 interface Stats {
@@ -105,6 +113,41 @@ async function main(): Promise<void> {
 
   log(`runInVm("true") restored, ${restoreRuns} runs`);
   results.push(stats("runInVm true, restored", await repeat(restoreRuns, () => pyro.runInVm({ environment: "debian:12", command: "true" }))));
+
+  log(`without confinement (PYRO_CONFINEMENT=off): cold boot, restore, runInVm; ${runs} runs each`);
+  results.push(
+    stats(
+      "cold boot to agent ready, unconfined",
+      await repeat(runs, async () => {
+        const vm = await unconfinedCold.createVm({ environment: "debian:12" });
+        try {
+          await unconfinedCold.startVm(vm.vmId);
+        } finally {
+          await unconfinedCold.deleteVm(vm.vmId);
+        }
+      }),
+    ),
+  );
+  const unconfinedRestores: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const vm = await unconfined.createVm({ environment: "debian:12" });
+    unconfinedRestores.push(await time(() => unconfined.startVm(vm.vmId)));
+    await unconfined.deleteVm(vm.vmId);
+  }
+  results.push(stats("restore to agent ready, unconfined", unconfinedRestores));
+  results.push(stats("runInVm true, restored, unconfined", await repeat(runs, () => unconfined.runInVm({ environment: "debian:12", command: "true" }))));
+
+  log(`restore with network (egress: the helper and passt start too), ${runs} runs`);
+  const networked: number[] = [];
+  for (let i = 0; i < runs + 1; i++) {
+    const vm = await pyro.createVm({ environment: "debian:12", networkPolicy: "egress" });
+    // The first start makes the network shape's template.
+    const ms = await time(() => pyro.startVm(vm.vmId));
+    if (i > 0) networked.push(ms);
+    await pyro.deleteVm(vm.vmId);
+  }
+  results.push(stats("restore to agent ready, with network", networked));
+  const egress = await egressThroughput();
 
   log(`runInVm("true") from a warm pool (PYRO_POOL_SIZE=2), ${restoreRuns} runs, each after the pool refilled`);
   const poolEnv = { ...process.env, PYRO_POOL_SIZE: "2" };
@@ -191,11 +234,13 @@ async function main(): Promise<void> {
     coldOverRestoreRunInVm: byName("runInVm true, cold boot").medianMs / byName("runInVm true, restored").medianMs,
     coldBootOverRestore: byName("cold boot to agent ready").medianMs / byName("restore to agent ready").medianMs,
     restoredRunInVmOverHostFloor: byName("runInVm true, restored").medianMs / byName("host bash -c true (floor)").medianMs,
+    confinedOverUnconfinedRestore: byName("restore to agent ready").medianMs / byName("restore to agent ready, unconfined").medianMs,
+    confinedOverUnconfinedColdBoot: byName("cold boot to agent ready").medianMs / byName("cold boot to agent ready, unconfined").medianMs,
     coldOverPooledRunInVm: byName("runInVm true, cold boot").medianMs / byName("runInVm true, warm pool").medianMs,
     pooledRunInVmOverHostFloor: byName("runInVm true, warm pool").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, egress }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -209,8 +254,52 @@ async function main(): Promise<void> {
     `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
+    `confinement cost (medians, confined/unconfined): restore ${ratios.confinedOverUnconfinedRestore.toFixed(2)}x, cold boot ${ratios.confinedOverUnconfinedColdBoot.toFixed(2)}x`,
+    egress.mbps.length
+      ? `egress throughput, guest to a server in a test network namespace (${egress.megabytes} MB per run): ${egress.mbps.map((m) => m.toFixed(1)).join(", ")} MB/s`
+      : `egress throughput: skipped (${egress.skipped})`,
   );
   process.stdout.write(`${out.join("\n")}\n`);
+}
+
+/**
+ * MB/s from a guest to a TCP sink in a network namespace the bench makes,
+ * opened with PYRO_NETWORK_ALLOW_DESTINATIONS. The workspace is created by
+ * pyro running inside the namespace, so its helper and passt are there.
+ */
+async function egressThroughput(): Promise<{ megabytes: number; mbps: number[]; skipped?: string }> {
+  const megabytes = 200;
+  if (process.getuid?.() !== 0) return { megabytes, mbps: [], skipped: "needs root for a network namespace" };
+  log(`egress throughput: ${megabytes} MB from a guest to a server in a network namespace, 3 runs`);
+  const netns = new TestNetns("pyrob");
+  netns.create(["10.77.0.1/24", "10.77.0.2/24"], {});
+  const servers = await startTcpServers(["10.77.0.2:0"], netns);
+  let id = "";
+  try {
+    const [command, args] = netns.wrap(process.execPath, [join(packageRoot(), "bin", "pyro"), "workspace", "create", "debian:12", "--network-policy", "egress", "--id-only"]);
+    const created = spawnSync(command, args, {
+      env: { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_NETWORK_ALLOW_DESTINATIONS: `10.77.0.2:${servers.ports[0]}` },
+      encoding: "utf8",
+    });
+    if (created.status !== 0) throw new Error(`creating the workspace in the namespace failed: ${created.stderr}`);
+    id = created.stdout.trim();
+    const mbps: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const result = await pyro.execWorkspace(id, {
+        command: `dd if=/dev/zero bs=1M count=${megabytes} 2>&1 >/dev/tcp/10.77.0.2/${servers.ports[0]} | tail -1`,
+        timeoutSeconds: 300,
+      });
+      // dd: "N bytes (...) copied, S s, R MB/s"
+      const seconds = Number(/copied, ([\d.]+) s/.exec(result.stdout)?.[1]);
+      if (!(seconds > 0)) throw new Error(`no dd figure: ${result.stdout} ${result.stderr}`);
+      mbps.push((megabytes * 1024 * 1024) / 1e6 / seconds);
+    }
+    return { megabytes, mbps };
+  } finally {
+    if (id) await pyro.deleteWorkspace(id).catch(() => undefined);
+    servers.stop();
+    netns.destroy();
+  }
 }
 
 try {

@@ -52,7 +52,12 @@ const ENV_VARS: Record<string, string> = {
   PYRO_POOL_MAX_MIB: "Cap on the summed guest memory of all pooled VMs, in MiB. Default 4096.",
   PYRO_POOL_TTL_SECONDS: "A pooled VM not taken within this many seconds is reaped (at least 60). Default 3600.",
   PYRO_AGENT_PATH: "Guest agent binary put into initramfs images. Default `dist/guest/pyro-agent` of the package.",
-  PYRO_MCP_TOKEN: "Bearer token for `pyro mcp serve --transport http`; required beyond loopback (generated and printed when unset).",
+  PYRO_MCP_TOKEN: "Bearer token for `pyro mcp serve --transport http`, required on every request, loopback included (generated and printed when unset; written to `<state dir>/mcp/http-<port>.token`, mode 0600).",
+  PYRO_NETWORK_ALLOW_DESTINATIONS:
+    "Destinations the operator opens for guests with network, even in blocked ranges: comma-separated `ADDRESS[/PREFIX][:PORT[+PORT...]]`. `127.0.0.1:PORT` opens a port of the host's loopback, reached from the guest at its gateway 10.0.2.2. Read when a VM starts.",
+  PYRO_QEMU_USER: "The unprivileged user QEMU runs as when pyro runs as root (created on first use). Default `pyro-qemu`.",
+  PYRO_CONFINEMENT: "`off` runs QEMU without its confinement (user, seccomp, namespaces, cgroup), for measuring its cost or debugging QEMU; never the default.",
+  PYRO_NETD_PATH: "The network helper behind guests with network. Default `dist/netd/pyro-netd` of the package.",
   PYRO_PROGRESS: "`1` shows CLI progress lines on stderr even when stderr is not a terminal.",
   PYRO_DEBUG: "`1` or `true`: debug lines on stderr.",
 };

@@ -67,6 +67,11 @@ export function agentBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.PYRO_AGENT_PATH ?? join(packageRoot(), "dist", "guest", "pyro-agent");
 }
 
+/** The host-side network helper built by `npm run build` (see src/network/helper.ts). */
+export function netdBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.PYRO_NETD_PATH ?? join(packageRoot(), "dist", "netd", "pyro-netd");
+}
+
 export function qemuBinary(env: NodeJS.ProcessEnv = process.env): string {
   return env.PYRO_QEMU_BINARY ?? "qemu-system-x86_64";
 }

@@ -69,7 +69,9 @@ export function qemuProcessesUnder(needle: string): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      if (cmdline.includes("qemu-system") && cmdline.includes(needle)) pids.push(Number(entry));
+      // QEMU itself, not the sandbox (bubblewrap) that started it and carries its argv.
+      const argv0 = cmdline.slice(0, cmdline.indexOf("\0"));
+      if (argv0.split("/").pop()?.startsWith("qemu-system") && cmdline.includes(needle)) pids.push(Number(entry));
     } catch {
       // gone
     }

@@ -11,10 +11,11 @@ export interface ToolSelection {
    * Your decisions as the operator, which no model argument can change:
    * `allowedRoots`, the host directories whose files a model may name as
    * seed_path or source_path (default: the current directory, never `/`);
-   * `allowHostCompat`, run on the host without isolation when no guest can
-   * boot (default false).
+   * `allowHosts`, the host names every guest's network is limited to (a
+   * model may narrow them; default any public host); `allowHostCompat`, run
+   * on the host without isolation when no guest can boot (default false).
    */
-  policy?: { allowedRoots?: readonly string[]; allowHostCompat?: boolean };
+  policy?: { allowedRoots?: readonly string[]; allowHosts?: readonly string[]; allowHostCompat?: boolean };
 }
 
 /** The policy an adapter applies to every call, resolved once when its tools are made. */

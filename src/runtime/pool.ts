@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { chooseAccel } from "../backends/qemu/accel.js";
+import { operatorDestinations } from "../network/policy.js";
 import { packageRoot } from "../config.js";
 import type { ResolvedVmOptions } from "../sdk/validate.js";
 import { debug } from "../util/log.js";
@@ -49,14 +50,23 @@ export class VmPool {
     return this.settings.size > 0;
   }
 
-  /** Pooled VMs are interchangeable only when their template (environment, agent, QEMU, shape) is the same. */
+  /**
+   * Pooled VMs are interchangeable only when their template (environment,
+   * agent, QEMU, shape) is the same, and so is the network policy their
+   * helper was started with (mode, allowed hosts, opened destinations).
+   */
   private async keyFor(options: ResolvedVmOptions): Promise<string | undefined> {
     const check = await this.vms.environments.check(options.environment);
     if (check.state !== "installed" || check.agentChanged) return undefined;
     const environment = await this.vms.environments.ensure(options.environment);
     const { accel } = await chooseAccel(this.vms.paths.stateDir, this.vms.env);
     const key = await this.vms.templateKey(environment, options, accel);
-    return createHash("sha256").update(JSON.stringify(key, Object.keys(key).sort())).digest("hex").slice(0, 16);
+    const network = options.network ? { policy: options.networkPolicy, allowHosts: [...options.allowHosts].sort(), destinations: operatorDestinations(this.vms.env) } : null;
+    return createHash("sha256")
+      .update(JSON.stringify(key, Object.keys(key).sort()))
+      .update(JSON.stringify(network))
+      .digest("hex")
+      .slice(0, 16);
   }
 
   private async pooled(): Promise<VmRecord[]> {
@@ -144,7 +154,9 @@ export class VmPool {
       String(options.vcpuCount),
       "--mem-mib",
       String(options.memMib),
-      ...(options.network ? ["--network"] : []),
+      "--network-policy",
+      options.networkPolicy,
+      ...options.allowHosts.flatMap((host) => ["--allow-host", host]),
     ];
     const env = {
       ...this.vms.env,

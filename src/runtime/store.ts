@@ -1,5 +1,6 @@
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
+import type { NetworkPolicy } from "../network/policy.js";
 import type { Accel } from "../backends/qemu/accel.js";
 import type { QemuProcess } from "../backends/qemu/vm.js";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
@@ -32,7 +33,11 @@ export interface VmRecord {
   vcpuCount: number;
   memMib: number;
   ttlSeconds: number;
+  /** The guest has a NIC (every policy but `off`). */
   network: boolean;
+  /** Absent in records of older pyro versions: derived from `network` then. */
+  networkPolicy?: NetworkPolicy;
+  allowHosts?: string[];
   allowHostCompat: boolean;
   executionMode: ExecutionMode;
   accel: Accel | null;
@@ -42,6 +47,10 @@ export interface VmRecord {
   startedAt: string | null;
   lastActivityAt: string;
   qemu: QemuProcess | null;
+  /** The network helper serving the guest's NIC, while the VM runs with network. */
+  netd?: QemuProcess | null;
+  /** Destinations the operator opened for this VM's network when it started (PYRO_NETWORK_ALLOW_DESTINATIONS). */
+  openedDestinations?: string[];
   /** Why the VM is in state `failed`. */
   failure: string | null;
   /** How the VM last started: restored from a template snapshot, or booted cold. */
@@ -126,6 +135,11 @@ export function notFound(id: string, kind: VmKind): PyroError {
   return kind === "workspace"
     ? new PyroError(ErrorCode.workspaceNotFound, `no workspace with id "${id}"`, { hint: "it may have expired or been deleted; `pyro workspace list` shows the live ones" })
     : new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted; `pyro vm list` shows the live ones" });
+}
+
+/** A record's network policy, also for records written before policies existed. */
+export function networkPolicyOf(record: Pick<VmRecord, "network" | "networkPolicy">): NetworkPolicy {
+  return record.networkPolicy ?? (record.network ? "egress" : "off");
 }
 
 /** "VM 0123…" or "workspace 0123…", for messages. */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Accel } from "../backends/qemu/accel.js";
 import { cacheKey } from "../environments/catalog.js";
@@ -10,7 +10,7 @@ import { debug } from "../util/log.js";
 import { pidAlive } from "../util/proc.js";
 
 /** Bump when what a template holds or how it is restored changes. */
-export const TEMPLATE_FORMAT = 3;
+export const TEMPLATE_FORMAT = 4;
 
 /** Everything a saved VM state depends on. A template is used only for an identical key. */
 export interface TemplateKey {
@@ -38,17 +38,20 @@ interface TemplateFile {
 interface TemplateManifest {
   key: TemplateKey;
   createdAt: string;
-  files: { state: TemplateFile; disk: TemplateFile; memory: TemplateFile };
+  files: { state: TemplateFile; disk: TemplateFile };
 }
 
 export interface ReadyTemplate {
   dir: string;
-  /** Device state (zstd-compressed migration stream without RAM). */
+  /**
+   * The saved VM: devices and RAM, as QEMU's migration stream. Restores read
+   * it through a file descriptor pyro opens, so it stays readable by pyro's
+   * user only and no QEMU can write it (a writable template would let one
+   * VM's escaped QEMU plant code in every later VM).
+   */
   statePath: string;
   /** The VM's disk when the state was saved; each restored VM starts from a copy. */
   diskPath: string;
-  /** Guest RAM when the state was saved; restored VMs map it privately and never change it. */
-  memoryPath: string;
   key: TemplateKey;
 }
 
@@ -110,14 +113,14 @@ export class TemplateStore {
     }
     if (!manifest) return { missing: true };
     const problem = await this.check(dir, manifest, key);
-    if (problem === "restamped") await writeJsonAtomic(manifestPath, manifest, 0o644);
+    if (problem === "restamped") await writeJsonAtomic(manifestPath, manifest, 0o600);
     else if (problem) {
       debug("template", `discarding ${dir}: ${problem}`);
       await this.remove(dir);
       return { discarded: problem };
     }
     const files = manifest.files;
-    return { template: { dir, statePath: join(dir, files.state.path), diskPath: join(dir, files.disk.path), memoryPath: join(dir, files.memory.path), key } };
+    return { template: { dir, statePath: join(dir, files.state.path), diskPath: join(dir, files.disk.path), key } };
   }
 
   private async check(dir: string, manifest: TemplateManifest, key: TemplateKey): Promise<string | undefined> {
@@ -141,37 +144,40 @@ export class TemplateStore {
   /**
    * Builds the template for `key` once, even when several processes ask at the
    * same time. `makeState` boots a VM in the given directory and leaves
-   * `state.zst`, `disk.qcow2` and `ram` there.
+   * `state` and `disk.qcow2` there. Templates hold a whole VM's memory, so
+   * they are pyro's user's alone: directories 0700, files 0600.
    */
-  async build(key: TemplateKey, makeState: (workDir: string) => Promise<void>): Promise<ReadyTemplate> {
+  async build(key: TemplateKey, makeState: (workDir: string) => Promise<{ state: string; disk: string }>): Promise<ReadyTemplate> {
     const dir = this.dirFor(key);
-    await mkdir(this.root, { recursive: true });
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await chmod(this.root, 0o700);
     return withLock(
       `${dir}.lock`,
       async () => {
         const existing = await this.find(key);
         if (existing) return existing;
         const work = join(this.root, `.build-${process.pid}-${Date.now()}`);
-        await mkdir(work, { recursive: true });
+        await mkdir(work, { recursive: true, mode: 0o700 });
         try {
-          await makeState(work);
+          const made = await makeState(work);
           const final = join(work, "template");
-          await mkdir(final);
+          await mkdir(final, { mode: 0o700 });
           const files: TemplateManifest["files"] = {
-            state: await this.adopt(work, final, "state.zst"),
-            disk: await this.adopt(work, final, "disk.qcow2"),
-            memory: await this.adopt(work, final, "ram"),
+            state: await this.adopt(made.state, final, "state"),
+            disk: await this.adopt(made.disk, final, "disk.qcow2"),
           };
-          await writeJsonAtomic(join(final, "manifest.json"), { key, createdAt: new Date().toISOString(), files } satisfies TemplateManifest, 0o644);
+          await writeJsonAtomic(join(final, "manifest.json"), { key, createdAt: new Date().toISOString(), files } satisfies TemplateManifest, 0o600);
           await this.remove(dir);
           await rename(final, dir);
         } finally {
           await rm(work, { recursive: true, force: true });
         }
-        // Templates of the same shape made for an older environment, agent or QEMU are never used again.
+        // Templates of the same shape made for an older environment, agent or QEMU, and any of an older format, are never used again.
         for (const name of await readdir(this.root)) {
           const path = join(this.root, name);
-          if (name.startsWith(this.shapePrefix(key)) && path !== dir && !name.endsWith(".lock") && !name.includes(".deleting-")) await this.remove(path);
+          if (path === dir || name.endsWith(".lock") || name.includes(".deleting-") || name.startsWith(".build-")) continue;
+          const format = name.startsWith(this.shapePrefix(key)) ? undefined : await this.formatOf(path);
+          if (format === undefined || format !== TEMPLATE_FORMAT) await this.remove(path);
         }
         const made = await this.find(key);
         if (!made) throw new Error(`the template in ${dir} did not validate after it was made`);
@@ -181,9 +187,20 @@ export class TemplateStore {
     );
   }
 
-  private async adopt(work: string, final: string, name: string): Promise<TemplateFile> {
-    await rename(join(work, name), join(final, name));
+  /** The format a template was made in; null when its manifest is unreadable (a half-removed or foreign directory). */
+  private async formatOf(dir: string): Promise<number | null> {
+    const manifest = await readJsonIfExists<TemplateManifest>(join(dir, "manifest.json")).catch(() => undefined);
+    return manifest?.key.format ?? null;
+  }
+
+  /** Moves a made file into the template, owned by pyro's user and readable by nobody else. */
+  private async adopt(from: string, final: string, name: string): Promise<TemplateFile> {
     const path = join(final, name);
+    await rename(from, path);
+    const uid = process.getuid?.();
+    const gid = process.getgid?.();
+    if (uid !== undefined && gid !== undefined) await chown(path, uid, gid);
+    await chmod(path, 0o600);
     const stamp = await stampOf(path);
     return { path: name, size: (await stat(path)).size, sha256: await sha256File(path), stamp: stamp ?? "" };
   }

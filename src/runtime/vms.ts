@@ -1,23 +1,27 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { copyFile, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, chown, copyFile, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { AgentSession, ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
 import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
 import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
 import { saveVmState } from "../backends/qemu/snapshot.js";
-import { bootVm, openSession, shutdownVm, vmFiles, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
-import { Defaults, qemuBinary, type Paths } from "../config.js";
+import { createCgroup, inspectCgroups, limitsFor, removeCgroup, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
+import { inspectJail, type JailHost } from "../backends/qemu/jail.js";
+import { bootVm, openSession, prepareJailDir, shutdownVm, vmFiles, type BootJail, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
+import { Defaults, netdBinaryPath, qemuBinary, type Paths } from "../config.js";
+import { networkEventsPath, startNetworkHelper, type HelperProcess } from "../network/helper.js";
+import { helperPolicy, operatorDestinations, type OperatorDestination } from "../network/policy.js";
 import { EnvironmentStore, type ReadyEnvironment } from "../environments/store.js";
 import { ErrorCode, PyroError } from "../errors.js";
 import type { ProgressEvent } from "../sdk/types.js";
 import type { ResolvedVmOptions } from "../sdk/validate.js";
 import { pathExists } from "../util/fs.js";
 import { newId } from "../util/ids.js";
-import { debug } from "../util/log.js";
+import { debug, warnOnce } from "../util/log.js";
 import { isSameProcessAlive, killAndWait, pidAlive, processStartTime, runTool, which } from "../util/proc.js";
-import { describe, notFound, VmStore, type ExecutionMode, type VmKind, type VmRecord, type WorkspaceFields } from "./store.js";
+import { describe, networkPolicyOf, notFound, VmStore, type ExecutionMode, type VmKind, type VmRecord, type WorkspaceFields } from "./store.js";
 import { environmentDigest, qemuIdentity, TEMPLATE_FORMAT, TemplateStore, type ReadyTemplate, type TemplateKey } from "./templates.js";
 
 const RESTORE_TIMEOUT_SECONDS = 20;
@@ -111,6 +115,8 @@ export class VmManager {
       memMib: options.memMib,
       ttlSeconds: options.ttlSeconds,
       network: options.network,
+      networkPolicy: options.networkPolicy,
+      allowHosts: options.allowHosts,
       allowHostCompat: options.allowHostCompat,
       executionMode,
       accel: null,
@@ -146,6 +152,10 @@ export class VmManager {
     const environment = await this.environments.ensure(record.environment, { signal: hooks.signal, onProgress: hooks.onProgress });
     const files = vmFiles(this.store.dir(vmId));
     const choice = await chooseAccel(this.paths.stateDir, this.env);
+    await prepareJailDir(files, (await this.jailHost()).qemuUser);
+    // A VM stopped by an earlier pyro kept its disk beside its record; QEMU now sees only its jail directory.
+    const oldDisk = join(files.dir, "disk.qcow2");
+    if ((await pathExists(oldDisk)) && !(await pathExists(files.disk))) await rename(oldDisk, files.disk);
     if (!(await pathExists(files.disk)) && this.env.PYRO_TEMPLATES !== "0") {
       const restored = await this.startFromTemplate(record, environment, choice.accel, hooks);
       if (restored) return restored;
@@ -237,6 +247,7 @@ export class VmManager {
     const files = vmFiles(this.store.dir(record.vmId));
     // The VM's disk starts as the template's, exactly as it was when the state was saved.
     await copyFile(template.diskPath, files.disk, constants.COPYFILE_FICLONE);
+    await chmod(files.disk, 0o600);
     try {
       return await this.boot(record, environment, accel, hooks, template);
     } catch (error) {
@@ -249,34 +260,34 @@ export class VmManager {
     }
   }
 
-  /** Boots a VM cold, warms its login shell, and saves its state into `work`. */
-  private async makeTemplateState(work: string, environment: ReadyEnvironment, key: TemplateKey): Promise<void> {
+  /** Boots a VM cold, warms its login shell, and saves it whole into `work`. */
+  private async makeTemplateState(work: string, environment: ReadyEnvironment, key: TemplateKey): Promise<{ state: string; disk: string }> {
     const files = vmFiles(work);
+    const host = await this.jailHost();
+    await prepareJailDir(files, host.qemuUser);
     await createOverlay(environment.rootfsPath, files.disk);
-    const memoryFile = { path: join(work, "ram"), shared: true };
-    const result = await bootVm(this.launchSpec(files, environment, key, key.tscKhz ?? undefined, { memoryFile }), files, {
+    const jail = await this.jailFor(files, environment, key, `template-${process.pid}-${Date.now()}`);
+    const result = await bootVm(this.launchSpec(files, environment, key, key.tscKhz ?? undefined), files, {
       deadline: Date.now() + this.bootTimeoutSeconds() * 1000,
       qemuBinary: qemuBinary(this.env),
       hello: { timeUnixMs: Date.now() },
+      jail,
     });
+    const state = join(work, "state");
     try {
       // Every command starts a login shell; having run one puts its files in the saved page cache.
       for (let i = 0; i < 2; i++) await result.session.session.exec({ shell: "true", timeoutMs: 30_000, maxOutputBytes: 1024 });
       result.session.session.close();
       await result.session.release();
-      await saveVmState(files.qmp, join(work, "state.zst"), Date.now() + 120_000);
+      await saveVmState(files.qmp, { statePath: state, socketPath: join(files.jailDir, "save.sock"), owner: host.qemuUser }, Date.now() + 120_000);
     } finally {
       await killAndWait(result.qemu.pid, result.qemu.startTime);
+      await this.releaseJail(jail);
     }
+    return { state, disk: files.disk };
   }
 
-  private launchSpec(
-    files: VmFiles,
-    environment: ReadyEnvironment,
-    shape: MachineShape & { accel: Accel },
-    tscKhz: number | undefined,
-    extra: Pick<LaunchSpec, "incomingPath" | "memoryFile"> = {},
-  ): LaunchSpec {
+  private launchSpec(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, tscKhz: number | undefined, extra: Pick<LaunchSpec, "incomingFd"> = {}): LaunchSpec {
     return {
       accel: shape.accel,
       tscKhz,
@@ -289,8 +300,38 @@ export class VmManager {
       qmpSocket: files.qmp,
       serialSocket: files.serial,
       agentSockets: files.agents,
+      netSocket: shape.network ? files.net : undefined,
       ...extra,
     };
+  }
+
+  /** How this host confines QEMU (probed once per process). */
+  jailHost(): Promise<JailHost> {
+    return inspectJail(qemuBinary(this.env), this.env);
+  }
+
+  /**
+   * What a QEMU about to boot may see and where it is accounted: its disk
+   * handed to the QEMU user, and a cgroup `cgroupName` with limits from the
+   * shape (when cgroups are usable; a failure to make one is reported once).
+   */
+  private async jailFor(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, cgroupName: string): Promise<BootJail> {
+    const host = await this.jailHost();
+    if (host.qemuUser) await chown(files.disk, host.qemuUser.uid, host.qemuUser.gid);
+    let cgroupDirs: string[] | undefined;
+    if (host.cgroup) {
+      cgroupDirs = await createCgroup(host.cgroup, cgroupName, limitsFor(shape, shape.accel)).catch((error: unknown) => {
+        warnOnce("jail:cgroup-create", `QEMU confinement: could not create a cgroup (${error instanceof Error ? error.message : String(error)}); VMs run without resource limits`);
+        return undefined;
+      });
+    }
+    return { host, readOnly: [environment.kernelPath, environment.initramfsPath, environment.rootfsPath], cgroupDirs, cgroupName };
+  }
+
+  /** Removes a VM's cgroup once its QEMU is gone. */
+  private async releaseJail(jail: BootJail | { cgroupName: string } | undefined): Promise<void> {
+    const host = await this.jailHost();
+    if (host.cgroup && jail?.cgroupName) await removeCgroup(host.cgroup, jail.cgroupName);
   }
 
   private bootTimeoutSeconds(): number {
@@ -301,13 +342,18 @@ export class VmManager {
   private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks, template?: ReadyTemplate): Promise<VmRecord> {
     const files = vmFiles(this.store.dir(record.vmId));
     const incomingPath = template?.statePath;
-    const spec = this.launchSpec(
-      files,
-      environment,
-      { ...record, accel },
-      await this.tscKhz(accel),
-      template ? { incomingPath, memoryFile: { path: template.memoryPath, shared: false } } : {},
-    );
+    const spec = this.launchSpec(files, environment, { ...record, accel }, await this.tscKhz(accel), template ? { incomingFd: 3 } : {});
+    const jail = await this.jailFor(files, environment, { ...record, accel }, record.vmId);
+    let netd: HelperProcess | undefined;
+    const destinations = record.network ? operatorDestinations(this.env) : [];
+    if (record.network) {
+      try {
+        netd = await this.startNetd(record, files, jail.host, destinations);
+      } catch (error) {
+        await this.releaseJail(jail);
+        throw error;
+      }
+    }
     const bootMode = incomingPath ? "restore" : "cold";
     // A restore that has not answered in this time is not going to; the cold boot fallback is better.
     const timeoutSeconds = incomingPath ? Math.min(RESTORE_TIMEOUT_SECONDS, this.bootTimeoutSeconds()) : this.bootTimeoutSeconds();
@@ -316,6 +362,8 @@ export class VmManager {
       const result = await bootVm(spec, files, {
         deadline: Date.now() + timeoutSeconds * 1000,
         qemuBinary: qemuBinary(this.env),
+        jail,
+        incomingPath,
         signal: hooks.signal,
         hello: {
           timeUnixMs: Date.now(),
@@ -325,7 +373,14 @@ export class VmManager {
         },
         onPhase: (message) => hooks.onProgress?.({ phase: "boot", message }),
         onSpawned: async (qemu) => {
-          await this.setState(record.vmId, { state: "starting", qemu, accel, failure: null });
+          await this.setState(record.vmId, {
+            state: "starting",
+            qemu,
+            netd: netd ?? null,
+            openedDestinations: destinations.map((d) => (d.ports.length ? `${d.prefix}:${d.ports.join("+")}` : d.prefix)),
+            accel,
+            failure: null,
+          });
         },
       });
       this.bootSessions.set(record.vmId, result.session);
@@ -333,9 +388,33 @@ export class VmManager {
       return await this.setState(record.vmId, { state: "started", startedAt: new Date().toISOString(), qemu: result.qemu, accel, bootMode });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      await this.setState(record.vmId, { state: "failed", qemu: null, failure: message }).catch(() => undefined);
+      if (netd) await killAndWait(netd.pid, netd.startTime);
+      await this.releaseJail(jail);
+      await this.setState(record.vmId, { state: "failed", qemu: null, netd: null, failure: message }).catch(() => undefined);
       throw error;
     }
+  }
+
+  /** Starts the network helper the guest's NIC connects to, with this VM's policy. */
+  private async startNetd(record: VmRecord, files: VmFiles, host: JailHost, destinations: OperatorDestination[]): Promise<HelperProcess> {
+    const passt = await which("passt");
+    if (!passt) {
+      throw new PyroError(ErrorCode.guestUnavailable, "a guest with network needs passt, which is not installed", {
+        hint: "apt-get install passt, or create the VM without network",
+      });
+    }
+    const settings = { policy: networkPolicyOf(record), allowHosts: record.allowHosts ?? [] };
+    return startNetworkHelper({
+      binary: netdBinaryPath(this.env),
+      passt,
+      socket: files.net,
+      cwd: files.jailDir,
+      eventsPath: networkEventsPath(files),
+      logPath: join(files.dir, "network.log"),
+      policyJson: helperPolicy(settings, destinations),
+      user: host.qemuUser,
+      deadline: Date.now() + 10_000,
+    });
   }
 
   private async setState(vmId: string, patch: Partial<VmRecord>): Promise<VmRecord> {
@@ -445,7 +524,9 @@ export class VmManager {
     return this.store.locked(vmId, async () => {
       const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
-      const next: VmRecord = { ...record, state: "stopped", qemu: null };
+      if (record.netd) await killAndWait(record.netd.pid, record.netd.startTime);
+      await this.releaseJail({ cgroupName: vmId });
+      const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null };
       await this.store.create(next);
       return next;
     });
@@ -471,6 +552,8 @@ export class VmManager {
         const gone = await killAndWait(current.qemu.pid, current.qemu.startTime);
         if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
+      if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
+      await this.releaseJail({ cgroupName: vmId });
       await this.store.remove(vmId);
     });
     debug("vm", `deleted ${vmId}`);
@@ -490,6 +573,8 @@ export class VmManager {
       }
     }
     await this.killOrphans();
+    const { support } = await inspectCgroups();
+    if (support) await removeEmptyCgroups(support);
     return reaped;
   }
 
@@ -503,11 +588,12 @@ export class VmManager {
    */
   private async killOrphans(): Promise<void> {
     for (const qemu of await listPyroQemus()) {
-      const vm = /\/vms\/[0-9a-f]{12}\/qmp\.sock$/.test(qemu.qmpSocket);
-      const build = /\/templates\/\.build-(\d+)-\d+\/qmp\.sock$/.exec(qemu.qmpSocket);
+      // Sockets live in the VM's (or template build's) qemu/ directory, beside which the record is.
+      const vm = /\/vms\/[0-9a-f]{12}\/qemu\/qmp\.sock$/.test(qemu.qmpSocket);
+      const build = /\/templates\/\.build-(\d+)-\d+\/qemu\/qmp\.sock$/.exec(qemu.qmpSocket);
       let orphan = false;
       // A record we cannot even look at (another user's state) is not ours to judge.
-      if (vm) orphan = (await pathExists(join(dirname(qemu.qmpSocket), "vm.json")).catch(() => true)) === false;
+      if (vm) orphan = (await pathExists(join(dirname(dirname(qemu.qmpSocket)), "vm.json")).catch(() => true)) === false;
       else if (build) orphan = !pidAlive(Number(build[1]));
       if (orphan) {
         debug("reaper", `killing orphaned QEMU ${qemu.pid} (${qemu.qmpSocket})`);

@@ -1,6 +1,7 @@
 import { availableParallelism, release, totalmem } from "node:os";
 import { chooseAccel, type KvmReport } from "../backends/qemu/accel.js";
-import { qemuBinary } from "../config.js";
+import type { JailLayer } from "../backends/qemu/jail.js";
+import { netdBinaryPath, qemuBinary } from "../config.js";
 import { toPyroError } from "../errors.js";
 import type { VmManager } from "../runtime/vms.js";
 import { runTool, which } from "../util/proc.js";
@@ -23,7 +24,14 @@ export interface DoctorReport {
   tools: ToolReport[];
   paths: { stateDir: string; cacheDir: string; environmentsDir: string };
   environments: { name: string; state: string }[];
-  networking: { userNetworking: boolean; detail: string };
+  /** Whether guests can have network here: QEMU's stream NIC backend, passt, and pyro's network helper. */
+  networking: { available: boolean; detail: string };
+  /**
+   * How QEMU is confined here, layer by layer (user, seccomp, namespaces,
+   * cgroup): active, or not with the reason. A layer that is not active is a
+   * warning, not a problem: guests still run.
+   */
+  confinement: JailLayer[];
   guest: {
     checked: boolean;
     boot: boolean | null;
@@ -36,14 +44,17 @@ export interface DoctorReport {
   problems: string[];
 }
 
-const TOOLS: { name: string; args: string[]; purpose: string }[] = [
+/** Tools pyro runs; a missing optional one costs a feature (network, a confinement layer), not the ability to run guests. */
+const TOOLS: { name: string; args: string[]; purpose: string; optional?: boolean }[] = [
   { name: "qemu-system-x86_64", args: ["--version"], purpose: "runs the microVMs" },
   { name: "qemu-img", args: ["--version"], purpose: "per-VM copy-on-write disks" },
   { name: "mmdebstrap", args: ["--version"], purpose: "builds environments from Debian's archive" },
   { name: "mkfs.ext4", args: ["-V"], purpose: "root filesystem images" },
   { name: "lz4", args: ["--version"], purpose: "unpacks the guest kernel" },
-  { name: "zstd", args: ["--version"], purpose: "compresses template snapshots" },
+  { name: "zstd", args: ["--version"], purpose: "unpacks Debian's kernel modules" },
   { name: "depmod", args: ["--version"], purpose: "resolves the guest kernel's modules (kmod)" },
+  { name: "passt", args: ["--version"], purpose: "user-mode networking behind guests with network", optional: true },
+  { name: "bwrap", args: ["--version"], purpose: "namespaces that confine QEMU (bubblewrap)", optional: true },
 ];
 
 const DOCTOR_ENVIRONMENT = "debian:12";
@@ -59,21 +70,30 @@ export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions
     if (path) {
       const out = await runTool(path, tool.args, { timeoutMs: 10_000 }).catch(() => undefined);
       version = (out?.stdout || out?.stderr || "").split("\n").find((line) => line.trim())?.trim() ?? null;
-    } else {
+    } else if (!tool.optional) {
       problems.push(`${name} is missing (${tool.purpose})`);
     }
     tools.push({ name, path, version, purpose: tool.purpose });
   }
   const environments = (await vms.environments.list()).map((entry) => ({ name: entry.spec.name, state: entry.state }));
 
-  let networking = { userNetworking: false, detail: "QEMU is missing" };
+  let networking = { available: false, detail: "QEMU is missing" };
   const qemuPath = tools[0]?.path;
   if (qemuPath) {
     const help = await runTool(qemuPath, ["-netdev", "help"], { timeoutMs: 10_000 }).catch(() => undefined);
-    const userNetworking = /\buser\b/.test(`${help?.stdout ?? ""}${help?.stderr ?? ""}`);
-    networking = { userNetworking, detail: userNetworking ? "user-mode networking available for --network" : "this QEMU lacks user-mode networking; --network will fail" };
-    if (!userNetworking) problems.push(networking.detail);
+    const stream = /\bstream\b/.test(`${help?.stdout ?? ""}${help?.stderr ?? ""}`);
+    const passt = tools.find((t) => t.name === "passt")?.path;
+    const netd = (await which(netdBinaryPath(vms.env))) !== undefined;
+    const missing = [!stream && "this QEMU has no stream network backend (QEMU 7.2 or newer)", !passt && "passt is missing (apt-get install passt)", !netd && `the network helper is not built (${netdBinaryPath(vms.env)}; npm run build)`].filter(
+      (m): m is string => Boolean(m),
+    );
+    networking = missing.length
+      ? { available: false, detail: `guests cannot have network: ${missing.join("; ")}` }
+      : { available: true, detail: "egress through pyro's filtering helper and passt: the public internet only, never this host or private ranges" };
+    // Without network a guest still runs: a warning here, not a failure.
   }
+
+  const confinement = qemuPath ? (await vms.jailHost()).layers : [];
 
   const guest: DoctorReport["guest"] = {
     checked: false,
@@ -132,6 +152,7 @@ export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions
     paths: { ...pyro.paths },
     environments,
     networking,
+    confinement,
     guest,
     problems,
   };

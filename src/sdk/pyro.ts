@@ -1,12 +1,13 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { USER_NET } from "../backends/qemu/argv.js";
 import type { ExecOutcome } from "../agent/client.js";
 import { resolvePaths, type Paths } from "../config.js";
 import { CATALOG, requireEnvironment } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
 import { InvalidArgumentError } from "../errors.js";
-import { notFound, type VmRecord } from "../runtime/store.js";
+import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
+import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
+import { networkPolicyOf, notFound, type VmRecord } from "../runtime/store.js";
 import { VmPool } from "../runtime/pool.js";
 import { VmManager } from "../runtime/vms.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
@@ -211,19 +212,30 @@ export class Pyro {
     return { workspaceId: id, deleted: true };
   }
 
+  /**
+   * A VM's (or workspace's) network: its policy and allowed hosts, what the
+   * operator opened, what is always blocked, its addresses, and the latest
+   * connections and DNS questions the policy refused.
+   */
   async networkInfoVm(vmId: string): Promise<NetworkInfo> {
-    const record = await this.vms.status(requireId("vmId", vmId));
+    const id = requireId("vmId", vmId);
+    const record = await this.vms.refresh((await this.vms.store.read(id)) ?? (await this.vms.store.get(id, "vm")));
     const on = record.network && record.executionMode === "guest";
-    const [ip, prefix] = USER_NET.ip.split("/");
     return {
       vmId: record.vmId,
       network: record.network,
-      mode: on ? "user" : "none",
+      mode: networkPolicyOf(record),
+      allowHosts: record.allowHosts ?? [],
+      allowedDestinations: on ? (record.openedDestinations ?? []) : [],
+      alwaysBlocked: [...ALWAYS_BLOCKED, ...ALSO_BLOCKED],
+      publishedPorts: [],
       interface: on ? "eth0" : null,
-      guestIp: on ? (ip ?? null) : null,
-      prefixLength: on ? Number(prefix) : null,
-      gateway: on ? USER_NET.gateway : null,
-      dns: on ? USER_NET.dns : null,
+      guestIp: on ? GUEST_NET.ip : null,
+      prefixLength: on ? GUEST_NET.prefixLength : null,
+      gateway: on ? GUEST_NET.gateway : null,
+      dns: on ? GUEST_NET.dns : null,
+      mtu: on ? GUEST_NET.mtu : null,
+      recentBlocked: on ? await recentNetworkEvents(networkEventsPath({ dir: this.vms.store.dir(record.vmId) })) : [],
     };
   }
 
@@ -321,6 +333,8 @@ export function toWorkspaceInfo(record: VmRecord): WorkspaceInfo {
     memMib: record.memMib,
     ttlSeconds: record.ttlSeconds,
     network: record.network,
+    networkPolicy: networkPolicyOf(record),
+    allowHosts: record.allowHosts ?? [],
     createdAt: record.createdAt,
     expiresAt: record.expiresAt,
     lastActivityAt: record.lastActivityAt,
@@ -342,6 +356,8 @@ export function toVmInfo(record: VmRecord): VmInfo {
     memMib: record.memMib,
     ttlSeconds: record.ttlSeconds,
     network: record.network,
+    networkPolicy: networkPolicyOf(record),
+    allowHosts: record.allowHosts ?? [],
     createdAt: record.createdAt,
     expiresAt: record.expiresAt,
     startedAt: record.startedAt,

@@ -1,8 +1,10 @@
 import type { Accel } from "../backends/qemu/accel.js";
 import type { ExecutionMode, VmState } from "../runtime/store.js";
 import type { JournalEntry } from "../runtime/workspaces.js";
+import type { NetworkEvent } from "../network/helper.js";
+import type { NetworkPolicy } from "../network/policy.js";
 
-export type { Accel, ExecutionMode, VmState };
+export type { Accel, ExecutionMode, NetworkEvent, NetworkPolicy, VmState };
 
 /** A step of a long operation (environment pull, boot), for progress display. */
 export interface ProgressEvent {
@@ -26,8 +28,20 @@ export interface VmOptions extends CallOptions {
   memMib?: number;
   /** Seconds until the VM expires and is reaped. Default 600. */
   ttlSeconds?: number;
-  /** Give the guest a NIC with outbound access (QEMU user-mode networking). Default false. */
+  /** Give the guest outbound network access: the same as `networkPolicy: "egress"`. Default false. */
   network?: boolean;
+  /**
+   * `off` (no NIC at all), `egress` (outbound to the public internet; never
+   * this host, private, link-local or reserved addresses), or
+   * `egress+published-ports` (egress, plus ports services publish on the
+   * host's 127.0.0.1). Default `off`, or `egress` when `network` is true.
+   */
+  networkPolicy?: NetworkPolicy;
+  /**
+   * Only these host names may be resolved and reached (`example.org`
+   * exactly, `*.example.org` for its subdomains). Default: any public host.
+   */
+  allowHosts?: string[];
   /**
    * When no guest can be booted on this host, run commands directly on the host
    * instead, with no isolation. Default false: fail with `guest_unavailable`.
@@ -76,6 +90,8 @@ export interface VmInfo {
   memMib: number;
   ttlSeconds: number;
   network: boolean;
+  networkPolicy: NetworkPolicy;
+  allowHosts: string[];
   createdAt: string;
   expiresAt: string;
   startedAt: string | null;
@@ -89,13 +105,24 @@ export interface VmInfo {
 export interface NetworkInfo {
   vmId: string;
   network: boolean;
-  /** `user` (QEMU user-mode NAT, outbound only) or `none` (no NIC at all). */
-  mode: "user" | "none";
+  /** The network policy: `off` (no NIC), `egress` or `egress+published-ports`. */
+  mode: NetworkPolicy;
+  /** Names the guest may resolve and reach; empty: any public host. */
+  allowHosts: string[];
+  /** Destinations the operator opened (PYRO_NETWORK_ALLOW_DESTINATIONS), reachable even in blocked ranges. */
+  allowedDestinations: string[];
+  /** What the guest can never reach unless the operator opens it. */
+  alwaysBlocked: string[];
+  /** Ports published on the host's 127.0.0.1 (by services, in `egress+published-ports`). */
+  publishedPorts: { guestPort: number; hostPort: number; host: "127.0.0.1" }[];
   interface: string | null;
   guestIp: string | null;
   prefixLength: number | null;
   gateway: string | null;
   dns: string | null;
+  mtu: number | null;
+  /** The latest connections and DNS questions the policy refused, newest last. */
+  recentBlocked: NetworkEvent[];
 }
 
 export interface ReapResult {
@@ -172,6 +199,8 @@ export interface WorkspaceInfo {
   memMib: number;
   ttlSeconds: number;
   network: boolean;
+  networkPolicy: NetworkPolicy;
+  allowHosts: string[];
   createdAt: string;
   expiresAt: string;
   lastActivityAt: string;

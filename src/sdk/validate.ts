@@ -2,6 +2,7 @@ import { availableParallelism, totalmem } from "node:os";
 import { Defaults, Limits } from "../config.js";
 import { requireEnvironment } from "../environments/catalog.js";
 import { InvalidArgumentError } from "../errors.js";
+import { resolveNetwork, type NetworkPolicy } from "../network/policy.js";
 import { isId } from "../util/ids.js";
 import type { ExecOptions, VmOptions } from "./types.js";
 
@@ -10,7 +11,10 @@ export interface ResolvedVmOptions {
   vcpuCount: number;
   memMib: number;
   ttlSeconds: number;
+  /** The guest has a NIC (its machine shape); true for every policy but `off`. */
   network: boolean;
+  networkPolicy: NetworkPolicy;
+  allowHosts: string[];
   allowHostCompat: boolean;
 }
 
@@ -44,9 +48,14 @@ export function resolveVmOptions(options: VmOptions): ResolvedVmOptions {
     vcpuCount: integer("vcpuCount", options.vcpuCount ?? Defaults.vcpuCount, 1, cores, `this host has ${cores} cores`),
     memMib: integer("memMib", options.memMib ?? Defaults.memMib, Limits.minMemMib, Math.min(Limits.maxMemMib, hostMib), `guests need at least ${Limits.minMemMib} MiB`),
     ttlSeconds: integer("ttlSeconds", options.ttlSeconds ?? Defaults.ttlSeconds, 1, Limits.maxTtlSeconds),
-    network: boolean("network", options.network ?? Defaults.network),
+    ...networkOf(options),
     allowHostCompat: boolean("allowHostCompat", options.allowHostCompat ?? Defaults.allowHostCompat),
   };
+}
+
+function networkOf(options: VmOptions): { network: boolean; networkPolicy: NetworkPolicy; allowHosts: string[] } {
+  const settings = resolveNetwork(options, { network: "network", networkPolicy: "networkPolicy", allowHosts: "allowHosts" });
+  return { network: settings.policy !== "off", networkPolicy: settings.policy, allowHosts: settings.allowHosts };
 }
 
 export function resolveExecOptions(options: ExecOptions): ResolvedExecOptions {

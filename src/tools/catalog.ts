@@ -5,7 +5,8 @@ import { CATALOG } from "../environments/catalog.js";
 import { PROFILE_TOOLS, PROFILES, type ProfileName } from "./profiles.js";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
-import { confineHostPath, defaultToolPolicy, type ToolPolicy } from "./policy.js";
+import { NETWORK_POLICIES, type NetworkPolicy } from "../network/policy.js";
+import { confineHostPath, defaultToolPolicy, effectiveAllowHosts, type ToolPolicy } from "./policy.js";
 
 /**
  * The tools pyro offers to models, defined once: names and snake_case
@@ -58,7 +59,16 @@ const vcpuCount = z.number().int().min(1).max(64).describe(`Virtual CPUs, 1 to t
 const memMib = z.number().int().min(Limits.minMemMib).max(Limits.maxMemMib).describe(`Guest memory in MiB. Default ${Defaults.memMib}.`);
 const timeoutSeconds = z.number().int().min(1).max(Limits.maxTimeoutSeconds).describe(`Seconds before the command is killed (result timed_out, exit_code 124). Default ${Defaults.timeoutSeconds}.`);
 const ttlSeconds = z.number().int().min(1).max(Limits.maxTtlSeconds).describe(`Seconds until the VM expires and is reaped. Default ${Defaults.ttlSeconds}.`);
-const network = z.boolean().describe("Give the guest outbound network access. Default false (no NIC at all).");
+const network = z.boolean().describe("Give the guest outbound network access (the same as network_policy egress). Default false (no NIC at all).");
+const networkPolicy = z
+  .enum(NETWORK_POLICIES as [NetworkPolicy, ...NetworkPolicy[]])
+  .describe(
+    "off: no NIC at all (default). egress: outbound to the public internet (never this host, private, link-local or reserved addresses; DNS works). egress+published-ports: egress, plus ports that services publish on the host's 127.0.0.1.",
+  );
+const allowHosts = z
+  .array(z.string().min(1).max(255))
+  .max(64)
+  .describe('Only these host names may be resolved and reached, e.g. ["pypi.org", "*.pythonhosted.org"]. Default: any public host (or the server\'s list).');
 const vmId = z.string().regex(/^[0-9a-f]{12}$/).describe("VM id from vm_create.");
 const workspaceId = z.string().regex(/^[0-9a-f]{12}$/).describe("Workspace id from workspace_create.");
 
@@ -68,6 +78,8 @@ const vmShape = {
   mem_mib: memMib.optional(),
   ttl_seconds: ttlSeconds.optional(),
   network: network.optional(),
+  network_policy: networkPolicy.optional(),
+  allow_hosts: allowHosts.optional(),
 };
 
 function policyOf(context: ToolContext): ToolPolicy {
@@ -82,6 +94,8 @@ function vmOptionsOf(a: Record<string, unknown>, context: ToolContext): VmOption
     memMib: a.mem_mib as number | undefined,
     ttlSeconds: a.ttl_seconds as number | undefined,
     network: a.network as boolean | undefined,
+    networkPolicy: a.network_policy as NetworkPolicy | undefined,
+    allowHosts: effectiveAllowHosts(a.allow_hosts as string[] | undefined, policyOf(context)),
     allowHostCompat: policyOf(context).allowHostCompat,
   };
 }
@@ -123,6 +137,8 @@ const vmInfo = z.object({
   mem_mib: z.number(),
   ttl_seconds: z.number(),
   network: z.boolean(),
+  network_policy: z.enum(NETWORK_POLICIES as [NetworkPolicy, ...NetworkPolicy[]]),
+  allow_hosts: z.array(z.string()),
   created_at: z.string(),
   expires_at: z.string(),
   started_at: z.string().nullable(),
@@ -143,6 +159,8 @@ const workspaceInfo = z.object({
   mem_mib: z.number(),
   ttl_seconds: z.number(),
   network: z.boolean(),
+  network_policy: z.enum(NETWORK_POLICIES as [NetworkPolicy, ...NetworkPolicy[]]),
+  allow_hosts: z.array(z.string()),
   created_at: z.string(),
   expires_at: z.string(),
   last_activity_at: z.string(),
@@ -278,17 +296,35 @@ const DEFINITIONS: readonly ToolDefinition[] = [
   },
   {
     name: "vm_network_info",
-    description: "Show a VM's network: none (no NIC), or user-mode NAT with its guest address, gateway and DNS.",
-    input: z.object({ vm_id: vmId }),
+    description:
+      "Show a VM's or workspace's network: its policy (off, egress, egress+published-ports), allowed hosts, what is always blocked, " +
+      "its addresses, and the latest connections and DNS lookups the policy refused (use this when a download fails).",
+    input: z.object({ vm_id: z.string().regex(/^[0-9a-f]{12}$/).describe("VM or workspace id.") }),
     output: z.object({
       vm_id: z.string(),
       network: z.boolean(),
-      mode: z.enum(["user", "none"]),
+      mode: z.enum(NETWORK_POLICIES as [NetworkPolicy, ...NetworkPolicy[]]),
+      allow_hosts: z.array(z.string()),
+      allowed_destinations: z.array(z.string()),
+      always_blocked: z.array(z.string()),
+      published_ports: z.array(z.object({ guest_port: z.number().int(), host_port: z.number().int(), host: z.literal("127.0.0.1") })),
       interface: z.string().nullable(),
       guest_ip: z.string().nullable(),
       prefix_length: z.number().nullable(),
       gateway: z.string().nullable(),
       dns: z.string().nullable(),
+      mtu: z.number().nullable(),
+      recent_blocked: z.array(
+        z.object({
+          time: z.string(),
+          kind: z.enum(["blocked", "dns_refused", "suppressed"]),
+          proto: z.string().optional(),
+          dest: z.string().optional(),
+          port: z.number().int().optional(),
+          name: z.string().optional(),
+          reason: z.string(),
+        }),
+      ),
     }),
     annotations: readOnly("VM network info"),
     run: async (pyro, a) => snake(await pyro.networkInfoVm(a.vm_id as string)),

@@ -2,6 +2,7 @@ import { realpathSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import { isAbsolute, resolve, sep } from "node:path";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
+import { hostPatternCovers, normalizeHostPattern } from "../network/policy.js";
 import { isErrno } from "../util/fs.js";
 
 /**
@@ -22,6 +23,12 @@ export interface ToolPolicy {
    * in, unless that is `/`. Never `/` itself.
    */
   allowedRoots: readonly string[];
+  /**
+   * Host names every guest started through these tools is limited to
+   * (`pyro mcp serve --allow-host`, repeatable); a model may narrow them
+   * with `allow_hosts`, never widen them. Empty: any public host.
+   */
+  allowHosts: readonly string[];
 }
 
 /**
@@ -43,15 +50,33 @@ export function resolveAllowedRoots(roots: readonly string[], base = process.cwd
   return resolved;
 }
 
-/** The policy when the operator said nothing: no host-compat, the current directory as the only root (none when it is `/`). */
-export function defaultToolPolicy(overrides: { allowHostCompat?: boolean; allowedRoots?: readonly string[] } = {}): ToolPolicy {
+/** The policy when the operator said nothing: no host-compat, the current directory as the only root (none when it is `/`), any public host. */
+export function defaultToolPolicy(overrides: { allowHostCompat?: boolean; allowedRoots?: readonly string[]; allowHosts?: readonly string[] } = {}): ToolPolicy {
   let roots: string[];
   if (overrides.allowedRoots) roots = resolveAllowedRoots(overrides.allowedRoots);
   else {
     const cwd = realpathSync(process.cwd());
     roots = cwd === "/" ? [] : [cwd];
   }
-  return { allowHostCompat: overrides.allowHostCompat ?? false, allowedRoots: roots };
+  const allowHosts = [...new Set((overrides.allowHosts ?? []).map((h) => normalizeHostPattern("allowHost", h)))];
+  return { allowHostCompat: overrides.allowHostCompat ?? false, allowedRoots: roots, allowHosts };
+}
+
+/**
+ * The host names a guest gets: what the model asked for, which must lie
+ * within the operator's list when there is one; the operator's list when the
+ * model asked for nothing.
+ */
+export function effectiveAllowHosts(requested: readonly unknown[] | undefined, policy: ToolPolicy): string[] | undefined {
+  if (!policy.allowHosts.length) return requested as string[] | undefined;
+  if (requested === undefined || requested.length === 0) return [...policy.allowHosts];
+  return requested.map((entry) => {
+    const name = normalizeHostPattern("allow_hosts", entry);
+    if (!policy.allowHosts.some((outer) => hostPatternCovers(outer, name))) {
+      throw new InvalidArgumentError("allow_hosts", `${name} is outside the hosts this server allows (${policy.allowHosts.join(", ")})`, `choose among ${policy.allowHosts.join(", ")}, or leave allow_hosts out`);
+    }
+    return name;
+  });
 }
 
 /**

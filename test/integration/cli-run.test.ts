@@ -83,7 +83,7 @@ describe("pyro run on real guests", () => {
     assert.ok(r.peakRssBytes > 0 && r.peakRssBytes < 200 * 1024 * 1024, `peak RSS ${r.peakRssBytes}`);
   });
 
-  test("without --network only lo exists; with it the guest reaches a host TCP server", async () => {
+  test("without --network only lo exists; with it the host's loopback is closed unless the operator opens a port", async () => {
     const off = await runCli(["run", "debian:12", "--json", "--", "ls", "/sys/class/net"], { stateDir });
     assert.equal(json(off.stdout).stdout, "lo\n");
 
@@ -97,12 +97,16 @@ describe("pyro run on real guests", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as { port: number }).port;
     try {
-      // QEMU's user-mode network maps the gateway 10.0.2.2 to the host's loopback.
-      const script = `exec 3<>/dev/tcp/10.0.2.2/${port}; echo ${token} >&3; head -n1 <&3; ls /sys/class/net`;
-      const on = await runCli(["run", "debian:12", "--network", "--json", "--", "bash", "-c", script], { stateDir });
-      const result = json(on.stdout);
-      assert.equal(result.exit_code, 0, String(result.stderr));
-      assert.equal(result.stdout, "hello-from-host\neth0\nlo\n");
+      // The gateway leads to the host's loopback, closed by default.
+      const script = `timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/${port}; echo ${token} >&3; head -n1 <&3'; echo "exit $?"; ls /sys/class/net`;
+      const closed = json((await runCli(["run", "debian:12", "--network", "--json", "--", "bash", "-c", script], { stateDir })).stdout);
+      assert.match(String(closed.stdout), /^exit [1-9]\d*\neth0\nlo\n$/, String(closed.stderr));
+      assert.equal(received, "", "the host's server heard nothing");
+      // An operator (not a model) can open one port of it, which the guest then reaches at the gateway.
+      const opened = json(
+        (await runCli(["run", "debian:12", "--network", "--json", "--", "bash", "-c", script], { stateDir, env: { PYRO_NETWORK_ALLOW_DESTINATIONS: `127.0.0.1:${port}` } })).stdout,
+      );
+      assert.equal(opened.stdout, "hello-from-host\nexit 0\neth0\nlo\n", String(opened.stderr));
       assert.equal(received.trim(), token);
     } finally {
       server.close();

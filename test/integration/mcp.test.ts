@@ -93,17 +93,21 @@ describe("pyro mcp serve with a real MCP client", () => {
     removeDir(scratch);
   });
 
-  test("each profile offers exactly its tools, with snake_case schemas and annotations", async () => {
+  test("each profile offers exactly its tools, with snake_case schemas and annotations", async (t) => {
     for (const [profile, names] of Object.entries(EXPECTED)) {
       const { client: c } = await stdioClient(profile);
+      // A failed assertion must not leave the server running (the test file would never end).
+      t.after(() => c.close());
       const { tools } = await c.listTools();
       assert.deepEqual(tools.map((t) => t.name).sort(), names, profile);
       const run = tools.find((t) => t.name === "vm_run");
       assert.deepEqual(Object.keys(run?.inputSchema.properties ?? {}).sort(), [
+        "allow_hosts",
         "command",
         "environment",
         "mem_mib",
         "network",
+        "network_policy",
         "timeout_seconds",
         "ttl_seconds",
         "vcpu_count",
@@ -122,7 +126,6 @@ describe("pyro mcp serve with a real MCP client", () => {
         const push = tools.find((t) => t.name === "workspace_sync_push");
         assert.deepEqual(push?.inputSchema.required?.sort(), ["source_path", "workspace_id"]);
       }
-      await c.close();
     }
   });
 

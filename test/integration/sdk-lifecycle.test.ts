@@ -55,7 +55,7 @@ describe("the SDK on real guests", () => {
     assert.match(String(started.accel), /^(kvm|tcg)$/);
     assert.equal((await pyro.statusVm(created.vmId)).state, "started");
     const net = await pyro.networkInfoVm(created.vmId);
-    assert.deepEqual([net.mode, net.interface, net.guestIp, net.gateway], ["user", "eth0", "10.0.2.15", "10.0.2.2"]);
+    assert.deepEqual([net.mode, net.interface, net.guestIp, net.gateway], ["egress", "eth0", "10.0.2.15", "10.0.2.2"]);
     const result = await pyro.execVm(created.vmId, { command: "ip -4 addr show eth0 2>/dev/null || cat /sys/class/net/eth0/operstate; cat /proc/meminfo | head -1" });
     assert.equal(result.exitCode, 0, result.stderr);
     assert.deepEqual(result.cleanup, { vmDeleted: true });

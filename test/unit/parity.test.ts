@@ -46,7 +46,7 @@ test("every CLI command and MCP tool maps back to an SDK operation", () => {
 });
 
 test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => {
-  const vmOptions = ["vcpuCount", "memMib", "ttlSeconds", "network", "allowHostCompat"];
+  const vmOptions = ["vcpuCount", "memMib", "ttlSeconds", "network", "networkPolicy", "allowHosts", "allowHostCompat"];
   const expectations: [string, string, string[]][] = [
     ["vm_run", "run", ["environment", "command", "timeoutSeconds", ...vmOptions]],
     ["vm_create", "vm create", ["environment", ...vmOptions]],
@@ -65,7 +65,7 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
     const positional = new Set(command.registeredArguments.map((a) => a.name()));
     for (const name of sdkNames) {
       const kebab = name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      const flag = name === "labels" ? "--label" : `--${kebab}`;
+      const flag = name === "labels" ? "--label" : name === "allowHosts" ? "--allow-host" : `--${kebab}`;
       assert.ok(flags.has(flag) || positional.has(kebab) || (name === "command" && positional.has("command")), `${cliName}: no ${flag} or <${kebab}>`);
     }
   }
@@ -83,6 +83,8 @@ test("defaults are the contract's on every surface", () => {
   assert.match(run.timeout_seconds?.description ?? "", /Default 30\./);
   assert.match(run.ttl_seconds?.description ?? "", /Default 600\./);
   assert.match(run.network?.description ?? "", /Default false/);
+  assert.match(run.network_policy?.description ?? "", /off: no NIC at all \(default\)/);
+  assert.match(run.allow_hosts?.description ?? "", /Default: any public host/);
   assert.equal(run.allow_host_compat, undefined, "host-compat is the operator's switch, not a tool argument");
   const help = cli.get("run")!.helpInformation().replace(/\s+/g, " ");
   for (const text of ["(default 1)", "(default 1024)", "(default 30)", "(default 600)", "(default off: no NIC at all)", "(default off)"]) assert.ok(help.includes(text), text);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -22,8 +22,10 @@ const key = (environmentDigest: string, memMib = 1024): TemplateKey => ({
 
 // The files a VM boot would leave; their content does not matter to the store.
 const makeState = (tag: string) => (work: string) => {
-  for (const name of ["state.zst", "disk.qcow2", "ram"]) writeFileSync(join(work, name), `${tag}:${name}`);
-  return Promise.resolve();
+  const files = { state: join(work, "saved"), disk: join(work, "disk") };
+  writeFileSync(files.state, `${tag}:state`);
+  writeFileSync(files.disk, `${tag}:disk.qcow2`);
+  return Promise.resolve(files);
 };
 
 test("a template is found only for an identical key, and a damaged one is discarded", async () => {
@@ -32,15 +34,34 @@ test("a template is found only for an identical key, and a damaged one is discar
   assert.equal((await store.find(key("e1")))?.dir, made.dir);
   assert.equal(await store.find(key("e2")), undefined);
   truncateSync(made.statePath, 2);
-  assert.deepEqual(await store.lookup(key("e1")), { discarded: "state.zst has 2 bytes, expected 13" });
+  assert.deepEqual(await store.lookup(key("e1")), { discarded: "state has 2 bytes, expected 9" });
   assert.equal(await store.find(key("e1")), undefined);
 });
 
 test("a changed file of the same size is caught by its digest", async () => {
   const store = new TemplateStore(join(root, "b"));
   const made = await store.build(key("e1"), makeState("one"));
-  writeFileSync(made.memoryPath, "two:ram");
-  assert.deepEqual(await store.lookup(key("e1")), { discarded: "ram does not match its digest" });
+  writeFileSync(made.diskPath, "two:disk.qcow2");
+  assert.deepEqual(await store.lookup(key("e1")), { discarded: "disk.qcow2 does not match its digest" });
+});
+
+test("building a template removes every template of an older format, of any shape", async () => {
+  const store = new TemplateStore(join(root, "e"));
+  const old = join(store.root, "debian-12-2cpu-512m-net-tcg-0123456789abcdef");
+  mkdirSync(old, { recursive: true });
+  writeFileSync(join(old, "manifest.json"), JSON.stringify({ key: { ...key("e0", 512), format: TEMPLATE_FORMAT - 1 } }));
+  const kept = await store.build(key("e1", 256), makeState("kept"));
+  await store.build(key("e1"), makeState("one"));
+  assert.ok(!existsSync(old), "the old-format template is gone");
+  assert.ok(existsSync(kept.dir), "a current template of another shape stays");
+});
+
+test("templates hold whole VMs: readable by pyro's user only", async () => {
+  const store = new TemplateStore(join(root, "d"));
+  const made = await store.build(key("e1"), makeState("one"));
+  assert.equal(statSync(store.root).mode & 0o777, 0o700);
+  assert.equal(statSync(made.dir).mode & 0o777, 0o700);
+  for (const file of [made.statePath, made.diskPath, join(made.dir, "manifest.json")]) assert.equal(statSync(file).mode & 0o777, 0o600, file);
 });
 
 test("building a template removes older ones of the same shape, and only those", async () => {

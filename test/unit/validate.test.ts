@@ -17,7 +17,7 @@ function refuses(fn: () => unknown, code: string, field: string): void {
 
 test("defaults are the contract's", () => {
   const vm = resolveVmOptions({ environment: "debian:12" });
-  assert.deepEqual(vm, { environment: "debian:12", vcpuCount: 1, memMib: 1024, ttlSeconds: 600, network: false, allowHostCompat: false });
+  assert.deepEqual(vm, { environment: "debian:12", vcpuCount: 1, memMib: 1024, ttlSeconds: 600, network: false, networkPolicy: "off", allowHosts: [], allowHostCompat: false });
   assert.equal(resolveExecOptions({ command: "true" }).timeoutSeconds, 30);
   assert.equal(Defaults.timeoutSeconds, 30);
 });

@@ -21,6 +21,13 @@ func TestParseCmdline(t *testing.T) {
 		t.Fatalf("gw %v dns %v", cfg.Gateway, cfg.DNS)
 	}
 
+	if cfg.MTU != 0 {
+		t.Fatalf("mtu without pyro.mtu: %d", cfg.MTU)
+	}
+	if cfg, _, err := ParseCmdline("pyro.ip=10.0.2.15/24 pyro.mtu=65520"); err != nil || cfg.MTU != 65520 {
+		t.Fatalf("mtu: %d %v", cfg.MTU, err)
+	}
+
 	cfg, ok, err = ParseCmdline("pyro.ip=192.168.1.7/30")
 	if err != nil || !ok || cfg.Mask != [4]byte{255, 255, 255, 252} || cfg.Gateway != nil || cfg.DNS != nil {
 		t.Fatalf("ip only: %+v %v %v", cfg, ok, err)
@@ -29,7 +36,7 @@ func TestParseCmdline(t *testing.T) {
 	if _, ok, err := ParseCmdline("console=ttyS0 pyro.gw=10.0.0.1"); ok || err != nil {
 		t.Fatalf("no pyro.ip: ok=%v err=%v", ok, err)
 	}
-	for _, bad := range []string{"pyro.ip=10.0.0.1", "pyro.ip=10.0.0.1/33", "pyro.ip=fe80::1/64", "pyro.ip=10.0.0.1/8 pyro.gw=x", "pyro.ip=10.0.0.1/8 pyro.dns=::1"} {
+	for _, bad := range []string{"pyro.ip=10.0.0.1", "pyro.ip=10.0.0.1/33", "pyro.ip=fe80::1/64", "pyro.ip=10.0.0.1/8 pyro.gw=x", "pyro.ip=10.0.0.1/8 pyro.dns=::1", "pyro.ip=10.0.0.1/8 pyro.mtu=100", "pyro.ip=10.0.0.1/8 pyro.mtu=70000", "pyro.ip=10.0.0.1/8 pyro.mtu=x"} {
 		if _, _, err := ParseCmdline(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -43,6 +50,9 @@ func TestIoctlLayouts(t *testing.T) {
 	}
 	if s := unsafe.Sizeof(ifreqFlags{}); s != 40 {
 		t.Errorf("ifreqFlags is %d bytes, want 40", s)
+	}
+	if s := unsafe.Sizeof(ifreqMTU{}); s != 40 {
+		t.Errorf("ifreqMTU is %d bytes, want 40", s)
 	}
 	if unsafe.Sizeof(uintptr(0)) == 8 {
 		var rt rtentry

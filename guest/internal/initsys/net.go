@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -13,20 +14,26 @@ import (
 )
 
 // NetConfig is the static IPv4 configuration passed on the kernel command
-// line as pyro.ip=A.B.C.D/N pyro.gw=A.B.C.D pyro.dns=A.B.C.D.
+// line as pyro.ip=A.B.C.D/N pyro.gw=A.B.C.D pyro.dns=A.B.C.D pyro.mtu=N.
 type NetConfig struct {
 	Addr    [4]byte
 	Mask    [4]byte
 	Gateway *[4]byte // nil when pyro.gw is absent
 	DNS     *[4]byte // nil when pyro.dns is absent
+	// MTU is 0 when pyro.mtu is absent (the driver's default stays). The
+	// host's network helper carries frames up to 65535 bytes, and large
+	// frames are what make user-mode networking fast.
+	MTU int
 }
 
 // ParseCmdline extracts the network configuration. ok is false when
 // pyro.ip is absent (no configuration requested).
 func ParseCmdline(cmdline string) (cfg NetConfig, ok bool, err error) {
-	var ip, gw, dns string
+	var ip, gw, dns, mtu string
 	for _, f := range strings.Fields(cmdline) {
 		switch {
+		case strings.HasPrefix(f, "pyro.mtu="):
+			mtu = strings.TrimPrefix(f, "pyro.mtu=")
 		case strings.HasPrefix(f, "pyro.ip="):
 			ip = strings.TrimPrefix(f, "pyro.ip=")
 		case strings.HasPrefix(f, "pyro.gw="):
@@ -57,6 +64,13 @@ func ParseCmdline(cmdline string) (cfg NetConfig, ok bool, err error) {
 			return NetConfig{}, false, fmt.Errorf("pyro.dns: %w", err)
 		}
 		cfg.DNS = &a
+	}
+	if mtu != "" {
+		n, err := strconv.Atoi(mtu)
+		if err != nil || n < 576 || n > 65535 {
+			return NetConfig{}, false, fmt.Errorf("pyro.mtu=%q: want 576 to 65535", mtu)
+		}
+		cfg.MTU = n
 	}
 	return cfg, true, nil
 }
@@ -117,6 +131,14 @@ type ifreqFlags struct {
 	Flags uint16
 	_     [22]byte
 }
+
+type ifreqMTU struct {
+	Name [syscall.IFNAMSIZ]byte
+	MTU  int32
+	_    [20]byte
+}
+
+const siocsifmtu = 0x8922
 
 // rtentry mirrors struct rtentry from <linux/route.h>; unsigned long and
 // pointers are uintptr so the layout matches on 32- and 64-bit targets.
@@ -207,6 +229,12 @@ func ConfigureInterface(name string, cfg NetConfig) error {
 	mask := ifreqAddr{Name: n, Addr: inet4(cfg.Mask)}
 	if err := ioctl(fd, syscall.SIOCSIFNETMASK, unsafe.Pointer(&mask)); err != nil {
 		return fmt.Errorf("SIOCSIFNETMASK %s: %w", name, err)
+	}
+	if cfg.MTU > 0 {
+		req := ifreqMTU{Name: n, MTU: int32(cfg.MTU)}
+		if err := ioctl(fd, siocsifmtu, unsafe.Pointer(&req)); err != nil {
+			return fmt.Errorf("SIOCSIFMTU %s %d: %w", name, cfg.MTU, err)
+		}
 	}
 	if err := linkUp(fd, name); err != nil {
 		return err

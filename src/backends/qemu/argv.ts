@@ -1,4 +1,6 @@
 import type { Accel } from "./accel.js";
+import { GUEST_NET } from "../../network/policy.js";
+import { SECCOMP_SANDBOX } from "./jail.js";
 
 /** The machine shape. A snapshot can only be restored into the same shape. */
 export interface MachineShape {
@@ -23,28 +25,33 @@ export interface LaunchSpec extends MachineShape {
   qmpSocket: string;
   serialSocket: string;
   agentSockets: readonly string[];
-  /** Restore from a saved state file instead of booting (`-incoming`). */
-  incomingPath?: string;
   /**
-   * Guest RAM in a file instead of anonymous memory. A template's VM runs with
-   * `shared` RAM, so its memory is the file; VMs restored from it map the same
-   * file privately (copy on write), so the saved state carries only devices
-   * and a restore reads no RAM at all: pages come in as the guest touches
-   * them, from a page cache all clones share.
+   * The guest's NIC is a stream of Ethernet frames on this unix socket, served
+   * by pyro's network helper (src/network/helper.ts); QEMU itself opens no
+   * host socket for the guest. Required when `network` is set.
    */
-  memoryFile?: { path: string; shared: boolean };
+  netSocket?: string;
+  /**
+   * Restore from a saved state (RAM included) instead of booting. The state
+   * file is opened by pyro and handed to QEMU as this file descriptor, so the
+   * confined QEMU needs neither the file's path nor permission to start a
+   * reader process.
+   */
+  incomingFd?: number;
+  /** Install QEMU's seccomp filter (`-sandbox`, see jail.ts). */
+  seccomp?: boolean;
 }
 
 export const AGENT_PORTS = 4;
 export const AGENT_PORT_NAME = "org.pyro.agent";
 
-/** Guest network of QEMU's user-mode stack. */
-export const USER_NET = { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" } as const;
 
 export function kernelCommandLine(shape: MachineShape & { accel: Accel; tscKhz?: number }): string {
   const parts = ["console=ttyS0", "quiet", "reboot=t", "panic=-1"];
   if (shape.accel === "tcg" && shape.tscKhz) parts.push(`tsc_early_khz=${shape.tscKhz}`, "tsc=reliable", "no_timer_check");
-  if (shape.network) parts.push(`pyro.ip=${USER_NET.ip}`, `pyro.gw=${USER_NET.gateway}`, `pyro.dns=${USER_NET.dns}`);
+  if (shape.network) {
+    parts.push(`pyro.ip=${GUEST_NET.ip}/${GUEST_NET.prefixLength}`, `pyro.gw=${GUEST_NET.gateway}`, `pyro.dns=${GUEST_NET.dns}`, `pyro.mtu=${GUEST_NET.mtu}`);
+  }
   return parts.join(" ");
 }
 
@@ -55,16 +62,14 @@ export function kernelCommandLine(shape: MachineShape & { accel: Accel; tscKhz?:
 export function qemuArgs(spec: LaunchSpec): string[] {
   const args = [
     "-name", "pyro",
-    "-M", `microvm,x-option-roms=off,isa-serial=on,rtc=off${spec.memoryFile ? ",memory-backend=ram0" : ""}`,
-    ...(spec.memoryFile
-      ? ["-object", `memory-backend-file,id=ram0,size=${spec.memMib}M,mem-path=${spec.memoryFile.path},share=${spec.memoryFile.shared ? "on" : "off"}`]
-      : []),
+    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off",
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    ...(spec.seccomp ? ["-sandbox", SECCOMP_SANDBOX] : []),
     ...(spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=256", "-cpu", "max"]),
     "-m", `${spec.memMib}M`,
     "-smp", String(spec.vcpuCount),
     // A restore overwrites all of RAM; loading the kernel first would only cost time and memory.
-    ...(spec.incomingPath ? [] : ["-kernel", spec.kernelPath, "-initrd", spec.initramfsPath, "-append", kernelCommandLine(spec)]),
+    ...(spec.incomingFd !== undefined ? [] : ["-kernel", spec.kernelPath, "-initrd", spec.initramfsPath, "-append", kernelCommandLine(spec)]),
     "-qmp", `unix:${spec.qmpSocket},server=on,wait=off`,
     "-chardev", `socket,id=serial0,path=${spec.serialSocket},server=on,wait=off`,
     "-serial", "chardev:serial0",
@@ -79,9 +84,13 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     );
   });
   args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0");
-  if (spec.network) args.push("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0");
+  if (spec.network) {
+    // Made for a template the socket has no listener yet; QEMU then runs with the NIC unplugged, and each restored copy connects its own.
+    if (!spec.netSocket) throw new Error("a VM with network needs the network helper's socket");
+    args.push("-netdev", `stream,id=net0,server=off,addr.type=unix,addr.path=${spec.netSocket}`, "-device", "virtio-net-device,netdev=net0");
+  }
   // Start paused either way: pyro attaches to the console before the guest runs.
-  if (spec.incomingPath) args.push("-incoming", "defer");
+  if (spec.incomingFd !== undefined) args.push("-incoming", "defer");
   args.push("-S");
   return args;
 }

@@ -1,25 +1,54 @@
+import { createWriteStream } from "node:fs";
+import { chown, rm } from "node:fs/promises";
+import { createServer, type Socket } from "node:net";
+import { pipeline } from "node:stream/promises";
 import { ErrorCode, PyroError } from "../../errors.js";
 import { QmpClient } from "./qmp.js";
-import { shellPath } from "./vm.js";
+
+export interface SaveTarget {
+  /** Where the state (devices and RAM) is written, mode 0600. */
+  statePath: string;
+  /** A unix socket path QEMU can reach (inside its jail directory); pyro listens there for the stream. */
+  socketPath: string;
+  /** The user QEMU runs as, who must be allowed to connect to the socket. */
+  owner?: { uid: number; gid: number };
+}
 
 /**
- * Saves a running VM's device state to a file: pause, then migrate into a
- * compressor. The VM's RAM is its shared memory file (see LaunchSpec), which
- * the migration skips. Stopping first also flushes the VM's disks, so the
- * disk, memory and state files agree.
+ * Saves a running VM whole: pause, then migrate its devices and RAM into a
+ * file. QEMU connects to a socket pyro serves and pyro writes the file, so a
+ * confined QEMU (no process spawning, no view of the cache) can still save.
+ * Stopping first also flushes the VM's disks, so disk and state agree.
  */
-export async function saveVmState(qmpSocket: string, statePath: string, deadline: number): Promise<void> {
+export async function saveVmState(qmpSocket: string, target: SaveTarget, deadline: number): Promise<void> {
+  await rm(target.socketPath, { force: true });
+  const server = createServer();
+  let received: Promise<void> | undefined;
+  const connected = new Promise<Socket>((resolvePromise) => server.once("connection", resolvePromise));
+  await new Promise<void>((resolvePromise, reject) => {
+    server.once("error", reject);
+    server.listen(target.socketPath, () => resolvePromise());
+  });
   const qmp = await QmpClient.connect(qmpSocket, deadline);
   try {
+    if (target.owner) await chown(target.socketPath, target.owner.uid, target.owner.gid);
+    // One stream, then nobody else may connect.
+    void connected.then((socket) => {
+      server.close();
+      received = pipeline(socket, createWriteStream(target.statePath, { mode: 0o600 }));
+      received.catch(() => undefined);
+    });
     await qmp.execute("stop", undefined, deadline);
     // The default bandwidth cap is for live migration over a network; a local file wants none.
     await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 }, deadline);
-    // RAM lives in a shared file already; the stream needs only the devices.
-    await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] }, deadline);
-    await qmp.execute("migrate", { uri: `exec:zstd -1 -q -T1 > ${shellPath(statePath)}` }, deadline);
+    await qmp.execute("migrate", { uri: `unix:${target.socketPath}` }, deadline);
     while (Date.now() < deadline) {
       const info = (await qmp.execute("query-migrate", undefined, deadline)) as { status?: string; "error-desc"?: string };
-      if (info.status === "completed") return;
+      if (info.status === "completed") {
+        await connected;
+        await withDeadline(received!, deadline, "writing the VM state did not finish in time");
+        return;
+      }
       if (info.status === "failed" || info.status === "cancelled") {
         throw new PyroError(ErrorCode.bootFailed, `saving the VM state failed: ${info["error-desc"] ?? info.status}`);
       }
@@ -28,5 +57,21 @@ export async function saveVmState(qmpSocket: string, statePath: string, deadline
     throw new PyroError(ErrorCode.bootTimeout, "saving the VM state did not finish in time");
   } finally {
     qmp.close();
+    server.close();
+    await rm(target.socketPath, { force: true });
+  }
+}
+
+async function withDeadline<T>(promise: Promise<T>, deadline: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PyroError(ErrorCode.bootTimeout, message)), Math.max(0, deadline - Date.now()));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }

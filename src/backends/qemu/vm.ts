@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { chown, mkdir, readFile, stat } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { AgentSession, connectUnix, type HelloOptions } from "../../agent/client.js";
 import { qemuBinary } from "../../config.js";
 import { ErrorCode, PyroError } from "../../errors.js";
@@ -10,34 +11,52 @@ import { tryLock } from "../../util/lock.js";
 import { debug } from "../../util/log.js";
 import { killAndWait, processStartTime } from "../../util/proc.js";
 import { AGENT_PORTS, qemuArgs, type LaunchSpec } from "./argv.js";
-import { isKvmFailure } from "./accel.js";
+import { isKvmFailure, type Accel } from "./accel.js";
+import { joinCgroup } from "./cgroup.js";
+import { jailCommand, type JailHost } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
-/** Files of one VM inside its directory. Socket paths must stay under the 107-byte limit. */
+/**
+ * Files of one VM inside its directory. Socket paths must stay under the
+ * 107-byte limit. QEMU sees (and may write) only `jailDir`: its disk and the
+ * sockets it serves. The record, logs and locks beside it are pyro's alone.
+ */
 export interface VmFiles {
   dir: string;
+  jailDir: string;
   disk: string;
   qmp: string;
   serial: string;
   agents: string[];
+  /** The network helper's socket, to which QEMU connects the guest's NIC. */
+  net: string;
   qemuLog: string;
   portLocks: string[];
 }
 
 export function vmFiles(dir: string): VmFiles {
+  const jailDir = join(dir, "qemu");
   return {
     dir,
-    disk: join(dir, "disk.qcow2"),
-    qmp: join(dir, "qmp.sock"),
-    serial: join(dir, "serial.sock"),
-    agents: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `agent${i}.sock`)),
+    jailDir,
+    disk: join(jailDir, "disk.qcow2"),
+    qmp: join(jailDir, "qmp.sock"),
+    serial: join(jailDir, "serial.sock"),
+    agents: Array.from({ length: AGENT_PORTS }, (_, i) => join(jailDir, `agent${i}.sock`)),
+    net: join(jailDir, "net.sock"),
     qemuLog: join(dir, "qemu.log"),
     portLocks: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `port${i}`)),
   };
 }
 
+/** Creates the directory QEMU works in, owned by the user QEMU runs as. */
+export async function prepareJailDir(files: VmFiles, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  await mkdir(files.jailDir, { recursive: true, mode: 0o700 });
+  if (owner) await chown(files.jailDir, owner.uid, owner.gid);
+}
+
 export function checkSocketPaths(files: VmFiles): void {
-  const longest = [files.qmp, files.serial, ...files.agents].reduce((a, b) => (a.length > b.length ? a : b));
+  const longest = [files.qmp, files.serial, files.net, ...files.agents].reduce((a, b) => (a.length > b.length ? a : b));
   if (Buffer.byteLength(longest) > 100) {
     throw new PyroError(ErrorCode.stateError, `the state directory path is too long for unix sockets (${longest})`, {
       hint: "set PYRO_STATE_DIR to a shorter path, e.g. /var/tmp/pyro",
@@ -83,8 +102,23 @@ async function tail(path: string, maxChars = 4000): Promise<string> {
   return text.slice(-maxChars);
 }
 
+/** How QEMU is confined (see jail.ts), and what it may see. */
+export interface BootJail {
+  host: JailHost;
+  /** Files QEMU reads: kernel, initramfs, the root image behind its disk. */
+  readOnly: string[];
+  /** The cgroup to move QEMU into before it runs anything, when cgroups are usable. */
+  cgroupDirs?: string[];
+  /** Its name, for removal once QEMU is gone. */
+  cgroupName?: string;
+}
+
 export interface BootOptions {
   deadline: number;
+  /** Confinement; without it QEMU runs as the caller with nothing else applied. */
+  jail?: BootJail;
+  /** A saved state to restore (the spec says `incomingFd`): opened here and given to QEMU as that fd. */
+  incomingPath?: string;
   /** The QEMU to run (default: PYRO_QEMU_BINARY of this process, or qemu-system-x86_64). */
   qemuBinary?: string;
   signal?: AbortSignal;
@@ -114,17 +148,27 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   checkSocketPaths(files);
   const t0 = performance.now();
   const mark = (what: string) => debug("boot", `${(performance.now() - t0).toFixed(0)} ms ${what}`);
-  const args = qemuArgs(spec);
   const binary = options.qemuBinary ?? qemuBinary();
-  debug("qemu", `${binary} ${args.join(" ")}`);
-  const logFd = openSync(files.qemuLog, "a", 0o600);
+  const args = qemuArgs({ ...spec, seccomp: spec.seccomp ?? options.jail?.host.seccomp ?? false });
+  const command = options.jail
+    ? await jailCommand(options.jail.host, { binary, args }, { readOnly: options.jail.readOnly, writableDir: files.jailDir, devices: spec.accel === "kvm" ? ["/dev/kvm"] : [] }, await kvmGroups(spec.accel))
+    : { file: binary, args, infoFd: undefined };
+  debug("qemu", `${command.file} ${command.args.join(" ")}`);
   let exited: string | undefined;
   let onExit: (() => void) | undefined;
   const child = (() => {
+    const logFd = openSync(files.qemuLog, "a", 0o600);
+    // fd 3: the saved state QEMU restores from; fd 4: where bubblewrap reports the confined QEMU's pid.
+    const stateFd = options.incomingPath === undefined ? undefined : openSync(options.incomingPath, "r");
     try {
-      return spawn(binary, args, { cwd: files.dir, detached: true, stdio: ["ignore", logFd, logFd] });
+      return spawn(command.file, command.args, {
+        cwd: files.jailDir,
+        detached: true,
+        stdio: ["ignore", logFd, logFd, stateFd ?? "ignore", command.infoFd === undefined ? "ignore" : "pipe"],
+      });
     } finally {
       closeSync(logFd);
+      if (stateFd !== undefined) closeSync(stateFd);
     }
   })();
   const spawnError = await new Promise<Error | undefined>((resolvePromise) => {
@@ -132,7 +176,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     child.once("error", (error) => resolvePromise(error));
   });
   if (spawnError || child.pid === undefined) {
-    throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${binary}): ${spawnError?.message ?? "no pid"}`, {
+    throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${command.file}): ${spawnError?.message ?? "no pid"}`, {
       hint: "install QEMU (apt-get install qemu-system-x86 qemu-utils) or set PYRO_QEMU_BINARY",
     });
   }
@@ -141,7 +185,29 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     onExit?.();
   });
   child.unref();
-  const qemu: QemuProcess = { pid: child.pid, startTime: await processStartTime(child.pid) };
+  const info = command.infoFd === undefined ? undefined : (child.stdio[command.infoFd] as Readable | null);
+  let qemuPid = child.pid;
+  if (info) {
+    try {
+      qemuPid = await confinedPid(info, Math.min(options.deadline, Date.now() + 15_000));
+    } catch (error) {
+      await killAndWait(child.pid, await processStartTime(child.pid));
+      const log = await tail(files.qemuLog);
+      throw new PyroError(ErrorCode.bootFailed, `the guest failed to boot: QEMU's sandbox did not start (${error instanceof Error ? error.message : String(error)})`, {
+        cause: error,
+        hint: "see the log tail below; `pyro doctor` lists the confinement layers this host supports",
+        details: { qemuLogTail: log },
+      });
+    }
+  }
+  const qemu: QemuProcess = { pid: qemuPid, startTime: await processStartTime(qemuPid) };
+  if (options.jail?.cgroupDirs) {
+    // QEMU is paused (-S) and has not touched guest memory yet, so moving it now puts all of its use under the limits.
+    await joinCgroup(options.jail.cgroupDirs, qemuPid).catch(async (error: unknown) => {
+      await killAndWait(qemu.pid, qemu.startTime);
+      throw new PyroError(ErrorCode.bootFailed, `could not put QEMU into its cgroup: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    });
+  }
   const serial = new SerialTail();
   let qmp: QmpClient | undefined;
   let locked: LockedSession | undefined;
@@ -162,18 +228,13 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     qmp = await race(QmpClient.connect(files.qmp, Math.min(options.deadline, Date.now() + 15_000)));
     serial.attach(await race(connectUnix(files.serial, options.deadline)));
     mark("QMP and console connected");
-    if (spec.incomingPath) {
+    if (spec.incomingFd !== undefined) {
       options.onPhase?.("restoring saved state");
-      // QEMU waits forever on a source that ends before sending anything, so a
-      // state file zstd cannot read kills QEMU (the shell's parent) at once.
-      const uri = `exec:zstd -dcq ${shellPath(spec.incomingPath)} || kill -KILL $PPID`;
-      // The saved stream skipped RAM (it is the memory file); both sides must agree on that.
-      await race(qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] }, options.deadline));
-      await race(qmp.execute("migrate-incoming", { uri }, options.deadline));
+      await race(qmp.execute("migrate-incoming", { uri: `fd:${spec.incomingFd}` }, options.deadline));
       await race(waitForIncoming(qmp, options.deadline));
+      mark("saved state loaded");
     }
-    if (spec.incomingPath) mark("saved state loaded");
-    options.onPhase?.(spec.incomingPath ? "resuming the guest" : `booting the guest (${spec.accel})`);
+    options.onPhase?.(spec.incomingFd !== undefined ? "resuming the guest" : `booting the guest (${spec.accel})`);
     await race(qmp.execute("cont", undefined, options.deadline));
     const release = await tryLock(files.portLocks[0]!);
     const opening = AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal });
@@ -219,8 +280,46 @@ async function waitForIncoming(qmp: QmpClient, deadline: number): Promise<void> 
   throw new PyroError(ErrorCode.bootTimeout, "restoring the saved state did not finish in time");
 }
 
-export function shellPath(path: string): string {
-  return `'${path.replaceAll("'", `'"'"'`)}'`;
+/** The pid bubblewrap reports (as JSON on its info fd) for the process it confined: QEMU. */
+async function confinedPid(info: Readable, deadline: number): Promise<number> {
+  let text = "";
+  try {
+    return await new Promise<number>((resolvePromise, reject) => {
+      const timer = setTimeout(() => reject(new Error("no pid report from bubblewrap in time")), Math.max(0, deadline - Date.now()));
+      const settle = () => {
+        try {
+          const pid = (JSON.parse(text) as { "child-pid"?: unknown })["child-pid"];
+          if (typeof pid === "number" && Number.isInteger(pid) && pid > 1) {
+            clearTimeout(timer);
+            resolvePromise(pid);
+          }
+        } catch {
+          // not complete yet
+        }
+      };
+      info.setEncoding("utf8");
+      info.on("data", (chunk: string) => {
+        text += chunk;
+        if (text.length > 4096) reject(new Error("bubblewrap's pid report is too long"));
+        settle();
+      });
+      info.on("end", () => {
+        settle();
+        clearTimeout(timer);
+        reject(new Error(`bubblewrap exited without reporting a pid${text ? ` (${text.trim()})` : ""}`));
+      });
+      info.on("error", reject);
+    });
+  } finally {
+    info.destroy();
+  }
+}
+
+/** Supplementary groups the QEMU user needs: the group that may open /dev/kvm. */
+async function kvmGroups(accel: Accel): Promise<number[]> {
+  if (accel !== "kvm") return [];
+  const info = await stat("/dev/kvm").catch(() => undefined);
+  return info && info.gid !== 0 ? [info.gid] : [];
 }
 
 /**

@@ -20,6 +20,8 @@ function render(report: DoctorReport): string {
     `cache dir:     ${report.paths.cacheDir} (environments: ${report.paths.environmentsDir})`,
     `environments:  ${report.environments.map((e) => `${e.name} ${e.state}`).join(", ")}`,
     `networking:    ${report.networking.detail}`,
+    "confinement:",
+    ...report.confinement.map((l) => `  ${l.layer.padEnd(11)} ${l.active ? pc.green("active") : pc.yellow("not active")} ${pc.dim(l.detail)}`),
     `guest boot:    ${yesNo(report.guest.boot)}`,
     `guest exec:    ${yesNo(report.guest.exec)}${report.guest.kernelRelease ? ` (guest kernel ${report.guest.kernelRelease})` : ""}`,
     `               ${report.guest.detail}`,

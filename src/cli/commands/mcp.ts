@@ -18,12 +18,18 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
     .option("--host <host>", "address to listen on with --transport http (default loopback)", "127.0.0.1")
     .addOption(new Option("--port <port>", "port to listen on with --transport http (0 picks a free one)").default(8765).argParser(intParser("--port", "port")))
     .option("--allow-root <dir>", "a host directory whose files models may name as seed_path or source_path (repeatable; default: the current directory, never /)", collect, [])
+    .option("--allow-host <name>", "limit every guest's network to these host names (repeatable; *.example.org for subdomains); tools may narrow it, never widen it", collect, [])
     .option("--allow-host-compat", "when no guest can boot on this host, let tools run commands on the host WITHOUT isolation (default off; models cannot turn it on)")
     .addHelpText(
       "after",
       `
 Profiles:
 ${PROFILES.map((p) => `  ${p.padEnd(15)} ${PROFILE_TOOLS[p].join(", ")}`).join("\n")}
+
+Network: tools create guests without network unless asked (network_policy).
+Egress reaches the public internet only, never this host or private ranges;
+--allow-host limits it to names, and a model can narrow that list, not widen it.
+The operator opens other destinations with PYRO_NETWORK_ALLOW_DESTINATIONS.
 
 Host files: a model may name as seed_path or source_path only paths under the
 --allow-root directories (symlinks resolved); anything else is refused with
@@ -35,12 +41,17 @@ stderr; either way it is written to <state dir>/mcp/http-<port>.token (mode
 0600) while the server runs. The Host header must name this server (DNS
 rebinding protection).`,
     )
-    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHostCompat?: boolean }) => {
+    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHost: string[]; allowHostCompat?: boolean }) => {
       if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`);
       // The MCP SDK and the tool schemas load only here: every other command starts faster.
       const [{ serveHttp, serveStdio }, { defaultToolPolicy }] = await Promise.all([import("../../mcp/server.js"), import("../../tools/policy.js")]);
-      const policy = defaultToolPolicy({ allowHostCompat: flags.allowHostCompat === true, allowedRoots: flags.allowRoot.length ? flags.allowRoot : undefined });
+      const policy = defaultToolPolicy({
+        allowHostCompat: flags.allowHostCompat === true,
+        allowedRoots: flags.allowRoot.length ? flags.allowRoot : undefined,
+        allowHosts: flags.allowHost,
+      });
       process.stderr.write(`pyro mcp: sharing host files under ${policy.allowedRoots.length ? policy.allowedRoots.join(", ") : "no directory (pass --allow-root DIR)"}\n`);
+      if (policy.allowHosts.length) process.stderr.write(`pyro mcp: guests may reach only ${policy.allowHosts.join(", ")}\n`);
       if (policy.allowHostCompat) process.stderr.write("pyro mcp: host-compat is ON: when no guest can boot, commands run on this host without isolation\n");
       const options = { profile: flags.profile, version, policy };
       if (flags.transport === "stdio") {

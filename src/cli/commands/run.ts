@@ -3,7 +3,7 @@ import { errColors as pc } from "../color.js";
 import type { ExecResult } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
 import { emit, type CliContext } from "../context.js";
-import { timeoutOption, vmOptions, type VmFlags } from "../options.js";
+import { timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 
 /** Streams guest output live in human mode; --json prints the one result document at the end. */
 export function writeExecResult(ctx: CliContext, result: Omit<ExecResult, "vmId">, streamed: boolean): void {
@@ -57,12 +57,8 @@ Exit status is the command's own; pyro's failures use 64-78 and 130 (see \`pyro 
       const result = await ctx.pyro.runInVm({
         environment,
         command: shellJoin(command),
-        vcpuCount: flags.vcpuCount,
-        memMib: flags.memMib,
-        ttlSeconds: flags.ttlSeconds,
+        ...vmOptionsFrom(flags),
         timeoutSeconds: flags.timeoutSeconds,
-        network: flags.network,
-        allowHostCompat: flags.allowHostCompat,
         signal: ctx.signal,
         onProgress: ctx.progress.onProgress,
         onOutput: streamTo(ctx),

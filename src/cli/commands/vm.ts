@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import type { VmInfo } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
 import { emit, table, type CliContext } from "../context.js";
-import { timeoutOption, vmOptions, type VmFlags } from "../options.js";
+import { timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 import { streamTo, writeExecResult } from "./run.js";
 
 function describeVm(vm: VmInfo): string {
@@ -35,11 +35,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .action(async (environment: string, flags: VmFlags & { idOnly?: boolean }) => {
       const info = await ctx.pyro.createVm({
         environment,
-        vcpuCount: flags.vcpuCount,
-        memMib: flags.memMib,
-        ttlSeconds: flags.ttlSeconds,
-        network: flags.network,
-        allowHostCompat: flags.allowHostCompat,
+        ...vmOptionsFrom(flags),
         onProgress: ctx.progress.onProgress,
         signal: ctx.signal,
       });
@@ -105,16 +101,28 @@ export function registerVm(program: Command, ctx: CliContext): void {
     });
 
   vm.command("network-info")
-    .description("show a VM's network: mode, guest address, gateway, DNS")
-    .argument("<vm-id>")
+    .description("show a VM's (or workspace's) network: policy, allowed hosts, what is blocked, addresses, recent refusals")
+    .argument("<vm-id>", "a VM or workspace id")
     .option("--json", "print JSON")
     .action(async (vmId: string, _flags: { json?: boolean }) => {
       const info = await ctx.pyro.networkInfoVm(vmId);
-      emit(ctx, info, () =>
-        info.mode === "none"
-          ? `${info.vmId}: no network (the guest has only lo)`
-          : `${info.vmId}: ${info.mode} networking, ${info.interface} ${info.guestIp}/${info.prefixLength}, gateway ${info.gateway}, dns ${info.dns}`,
-      );
+      emit(ctx, info, () => {
+        if (info.mode === "off") return `${info.vmId}: network off (the guest has only lo)`;
+        const lines = [
+          `${info.vmId}: ${info.mode}, ${info.interface} ${info.guestIp}/${info.prefixLength}, gateway ${info.gateway}, dns ${info.dns}, mtu ${info.mtu}`,
+          `allowed hosts:        ${info.allowHosts.length ? info.allowHosts.join(", ") : "any public host"}`,
+          `opened by operator:   ${info.allowedDestinations.length ? info.allowedDestinations.join(", ") : "-"}`,
+          `always blocked:       ${info.alwaysBlocked.join(", ")}`,
+        ];
+        if (info.recentBlocked.length) {
+          lines.push("recently refused:");
+          for (const e of info.recentBlocked) {
+            const what = e.kind === "dns_refused" ? `dns ${e.name}` : `${e.proto ?? ""} ${e.dest ?? ""}${e.port ? `:${e.port}` : ""}`;
+            lines.push(`  ${e.time}  ${what.trim()}: ${e.reason}`);
+          }
+        }
+        return lines.join("\n");
+      });
     });
 
   vm.command("reap")

@@ -4,7 +4,7 @@ import { InvalidArgumentError } from "../../errors.js";
 import type { WorkspaceInfo } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
 import { emit, table, type CliContext } from "../context.js";
-import { timeoutOption, vmOptions, type VmFlags } from "../options.js";
+import { timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 import { streamTo, writeExecResult } from "./run.js";
 
 function describeWorkspace(ws: WorkspaceInfo): string {
@@ -68,11 +68,7 @@ Example:
         seedPath: flags.seedPath,
         name: flags.name,
         labels: flags.label,
-        vcpuCount: flags.vcpuCount,
-        memMib: flags.memMib,
-        ttlSeconds: flags.ttlSeconds,
-        network: flags.network,
-        allowHostCompat: flags.allowHostCompat,
+        ...vmOptionsFrom(flags),
         onProgress: ctx.progress.onProgress,
         signal: ctx.signal,
       });

@@ -1,0 +1,254 @@
+import { lstat, readlink, stat } from "node:fs/promises";
+import { dirname, isAbsolute } from "node:path";
+import { debug, warnOnce } from "../../util/log.js";
+import { runTool, which } from "../../util/proc.js";
+import { inspectCgroups, type CgroupSupport } from "./cgroup.js";
+
+/**
+ * QEMU's confinement, the part Firecracker's jailer plays. Under TCG the
+ * whole emulator is attack surface, so a guest that escapes it must land in
+ * a process that holds nothing: an unprivileged user of its own, QEMU's
+ * seccomp filter, new mount, PID, IPC, UTS and network namespaces in which
+ * only its VM directory is writable and only its kernel, initramfs and root
+ * image (plus the system's libraries) are visible, and a cgroup with limits
+ * from the VM's shape. Each layer that cannot be applied on a host is
+ * reported (once per process, and by `pyro doctor`), never silently skipped.
+ */
+
+export type JailLayerName = "user" | "seccomp" | "namespaces" | "cgroup";
+
+export interface JailLayer {
+  layer: JailLayerName;
+  active: boolean;
+  /** What the layer does here, or why it is not applied. */
+  detail: string;
+}
+
+export interface JailHost {
+  /** The unprivileged user QEMU runs as, when pyro runs as root, and setpriv to become it. */
+  qemuUser: { name: string; uid: number; gid: number; setpriv: string } | undefined;
+  /** bubblewrap, when namespaces can be made on this host. */
+  bwrap: string | undefined;
+  /** When pyro is not root, bubblewrap needs a user namespace of its own. */
+  userNamespace: boolean;
+  seccomp: boolean;
+  cgroup: CgroupSupport | undefined;
+  layers: JailLayer[];
+}
+
+/** QEMU's own seccomp filter: no obsolete calls, no setuid, no fork/exec, no scheduler or affinity changes. */
+export const SECCOMP_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/** The dedicated user QEMU runs as when pyro runs as root. */
+export const DEFAULT_QEMU_USER = "pyro-qemu";
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+async function lookupUser(name: string): Promise<{ name: string; uid: number; gid: number } | undefined> {
+  const result = await runTool("getent", ["passwd", name], { timeoutMs: 5000 }).catch(() => undefined);
+  const fields = result?.code === 0 ? result.stdout.trim().split(":") : [];
+  const uid = Number(fields[2]);
+  const gid = Number(fields[3]);
+  return fields.length >= 4 && Number.isInteger(uid) && Number.isInteger(gid) && uid > 0 ? { name, uid, gid } : undefined;
+}
+
+/**
+ * The QEMU user, created on first use as a system user with no home and no
+ * shell. Concurrent pyro processes may race to create it; the loser finds it.
+ */
+async function ensureQemuUser(name: string): Promise<{ user?: { name: string; uid: number; gid: number }; detail: string }> {
+  const found = await lookupUser(name);
+  if (found) return { user: found, detail: `QEMU runs as ${name} (uid ${found.uid}), not root` };
+  const useradd = await which("useradd");
+  if (!useradd) return { detail: `user ${name} does not exist and useradd is missing; create it (useradd --system ${name}) so QEMU does not run as root` };
+  const made = await runTool(
+    useradd,
+    ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "pyro: runs QEMU unprivileged", name],
+    { timeoutMs: 30_000 },
+  ).catch((error: unknown) => ({ code: -1, stderr: String(error), stdout: "", signal: null }));
+  const user = await lookupUser(name);
+  if (user) return { user, detail: `QEMU runs as ${name} (uid ${user.uid}, created by pyro), not root` };
+  return { detail: `could not create user ${name}: ${made.stderr.trim() || `useradd exited ${made.code}`}` };
+}
+
+/** Whether this QEMU was built with seccomp (it rejects `-sandbox` otherwise), or why that cannot be told. */
+async function qemuSeccomp(qemu: string): Promise<{ ok: boolean; detail: string }> {
+  if (!(await which(qemu))) return { ok: false, detail: `QEMU (${qemu}) is not installed` };
+  const result = await runTool(qemu, ["-sandbox", SECCOMP_SANDBOX, "-version"], { timeoutMs: 10_000 }).catch(() => undefined);
+  return result?.code === 0 ? { ok: true, detail: `-sandbox ${SECCOMP_SANDBOX}` } : { ok: false, detail: `${qemu} was built without seccomp (-sandbox is not accepted)` };
+}
+
+/** Whether bubblewrap can make namespaces as this user (unprivileged, it needs user namespaces). */
+async function bwrapWorks(bwrap: string, userNamespace: boolean): Promise<string | undefined> {
+  const args = [...(userNamespace ? ["--unshare-user"] : []), "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "true"];
+  const result = await runTool(bwrap, args, { timeoutMs: 10_000 }).catch((error: unknown) => ({ code: -1, stderr: String(error) }));
+  return result.code === 0 ? undefined : result.stderr.trim().split("\n").pop() || `exit ${result.code}`;
+}
+
+const cache = new Map<string, Promise<JailHost>>();
+
+/** What confinement this host allows for this QEMU; probed once per process. */
+export function inspectJail(qemu: string, env: NodeJS.ProcessEnv = process.env): Promise<JailHost> {
+  const key = `${qemu}\0${env.PYRO_QEMU_USER ?? ""}\0${env.PYRO_CONFINEMENT ?? ""}`;
+  let found = cache.get(key);
+  if (!found) {
+    found = probe(qemu, env);
+    cache.set(key, found);
+    found.catch(() => cache.delete(key));
+  }
+  return found;
+}
+
+async function probe(qemu: string, env: NodeJS.ProcessEnv): Promise<JailHost> {
+  if (env.PYRO_CONFINEMENT === "off") {
+    // For measuring what confinement costs, and for debugging QEMU itself; never a default.
+    const detail = "turned off by PYRO_CONFINEMENT=off";
+    warnOnce("jail:off", "QEMU confinement is turned off (PYRO_CONFINEMENT=off): QEMU runs with pyro's privileges and sees the whole host");
+    const layers = (["user", "seccomp", "namespaces", "cgroup"] as const).map((layer) => ({ layer, active: false, detail }));
+    return { qemuUser: undefined, bwrap: undefined, userNamespace: false, seccomp: false, cgroup: undefined, layers };
+  }
+  const root = isRoot();
+  const layers: JailLayer[] = [];
+
+  let qemuUser: JailHost["qemuUser"];
+  if (root) {
+    const name = env.PYRO_QEMU_USER || DEFAULT_QEMU_USER;
+    const setpriv = await which("setpriv");
+    if (!setpriv) layers.push({ layer: "user", active: false, detail: "setpriv (util-linux) is missing, so QEMU would run as root; install util-linux" });
+    else {
+      const ensured = await ensureQemuUser(name);
+      qemuUser = ensured.user && { ...ensured.user, setpriv };
+      layers.push({ layer: "user", active: ensured.user !== undefined, detail: ensured.detail });
+    }
+  } else {
+    layers.push({ layer: "user", active: false, detail: `pyro runs as uid ${process.getuid?.() ?? "?"}, so QEMU runs as that user; run pyro as root for a dedicated unprivileged QEMU user` });
+  }
+
+  const sandbox = await qemuSeccomp(qemu);
+  const seccomp = sandbox.ok;
+  layers.push({ layer: "seccomp", active: seccomp, detail: sandbox.detail });
+
+  const bwrapPath = await which("bwrap");
+  let bwrap: string | undefined;
+  const userNamespace = !root;
+  if (!bwrapPath) layers.push({ layer: "namespaces", active: false, detail: "bubblewrap is not installed (apt-get install bubblewrap)" });
+  else {
+    const failure = await bwrapWorks(bwrapPath, userNamespace);
+    if (failure) layers.push({ layer: "namespaces", active: false, detail: `bubblewrap cannot make namespaces here${userNamespace ? " without root (user namespaces are off?)" : ""}: ${failure}` });
+    else {
+      bwrap = bwrapPath;
+      layers.push({ layer: "namespaces", active: true, detail: "new mount, PID, IPC, UTS and network namespaces; only the VM's directory is writable" });
+    }
+  }
+
+  const cgroups = await inspectCgroups();
+  layers.push({ layer: "cgroup", active: cgroups.support !== undefined, detail: cgroups.support ? `${cgroups.detail}, memory, pids and CPU limited per VM` : cgroups.detail });
+
+  for (const layer of layers) {
+    if (!layer.active) warnOnce(`jail:${layer.layer}`, `QEMU confinement: ${layer.layer} is not applied: ${layer.detail} (see \`pyro doctor\`)`);
+  }
+  debug("jail", layers.map((l) => `${l.layer}=${l.active ? "on" : "off"}`).join(" "));
+  return { qemuUser, bwrap, userNamespace, seccomp, cgroup: cgroups.support, layers };
+}
+
+export interface JailMounts {
+  /** Files QEMU reads: kernel, initramfs, root image, the QEMU binary when it is not under /usr. */
+  readOnly: string[];
+  /** The one directory QEMU may write: its disk and sockets. */
+  writableDir: string;
+  /** Device nodes QEMU needs beyond the basic ones (/dev/kvm). */
+  devices: string[];
+}
+
+export interface JailCommand {
+  file: string;
+  args: string[];
+  /** bubblewrap writes the confined process's pid, as JSON, to this fd of the spawned process. */
+  infoFd: number | undefined;
+}
+
+/** Where each top-level directory of a merged-/usr (or not) system comes from, inside the sandbox. */
+async function systemDirs(): Promise<string[]> {
+  const args = ["--ro-bind", "/usr", "/usr"];
+  for (const path of ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]) {
+    const info = await lstat(path).catch(() => undefined);
+    if (!info) continue;
+    if (info.isSymbolicLink()) args.push("--symlink", await readlink(path), path);
+    else if (info.isDirectory()) args.push("--ro-bind", path, path);
+  }
+  for (const file of ["/etc/ld.so.cache", "/etc/ld.so.conf"]) {
+    if (await stat(file).catch(() => undefined)) args.push("--ro-bind", file, file);
+  }
+  return args;
+}
+
+/** Every ancestor of the mount targets, made traversable: bubblewrap creates missing ones 0700, which the QEMU user could not enter. */
+function ancestors(paths: readonly string[]): string[] {
+  const dirs = new Set<string>();
+  for (const path of paths) {
+    for (let dir = dirname(path); dir !== "/" && dir !== "."; dir = dirname(dir)) dirs.add(dir);
+  }
+  return [...dirs].sort((a, b) => a.split("/").length - b.split("/").length || a.localeCompare(b));
+}
+
+/**
+ * The command that starts `qemu` confined as far as `host` allows. QEMU's
+ * own argv gets `-sandbox` separately (qemuArgs), since it is QEMU that
+ * installs the filter.
+ */
+export async function jailCommand(host: JailHost, qemu: { binary: string; args: string[] }, mounts: JailMounts, extraGroups: readonly number[] = []): Promise<JailCommand> {
+  const binary = isAbsolute(qemu.binary) ? qemu.binary : ((await which(qemu.binary)) ?? qemu.binary);
+  const dropPrivileges = host.qemuUser
+    ? [
+        host.qemuUser.setpriv,
+        `--reuid=${host.qemuUser.uid}`,
+        `--regid=${host.qemuUser.gid}`,
+        ...(extraGroups.length ? [`--groups=${extraGroups.join(",")}`] : ["--clear-groups"]),
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+      ]
+    : [];
+  if (!host.bwrap) {
+    const [file, ...rest] = [...dropPrivileges, binary, ...qemu.args];
+    return { file: file!, args: rest, infoFd: undefined };
+  }
+  const readOnly = [...mounts.readOnly, ...(binary.startsWith("/usr/") ? [] : [binary])];
+  const args = [
+    ...(host.userNamespace ? ["--unshare-user", "--disable-userns"] : []),
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    // Its NIC is a unix socket to the network helper; QEMU itself needs no network at all.
+    "--unshare-net",
+    "--unshare-cgroup-try",
+    "--new-session",
+    // QEMU itself is PID 1 of its namespace: its pid is the VM's, and when it exits the namespace goes with it.
+    "--as-pid-1",
+    "--hostname",
+    "pyro",
+    ...(await systemDirs()),
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    ...mounts.devices.flatMap((device) => ["--dev-bind", device, device]),
+    ...ancestors([...readOnly, mounts.writableDir]).flatMap((dir) => ["--perms", "0755", "--dir", dir]),
+    ...readOnly.flatMap((path) => ["--ro-bind", path, path]),
+    "--bind",
+    mounts.writableDir,
+    mounts.writableDir,
+    "--chdir",
+    mounts.writableDir,
+    "--info-fd",
+    "4",
+    "--",
+    ...dropPrivileges,
+    binary,
+    ...qemu.args,
+  ];
+  return { file: host.bwrap, args, infoFd: 4 };
+}
