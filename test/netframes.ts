@@ -63,6 +63,47 @@ export function tcpSyn(dst: string, port: number, options: { src?: string; dstMa
   return Buffer.concat([options.dstMac ?? BROADCAST, GUEST_MAC, Buffer.from([0x08, 0x00]), ip, tcp]);
 }
 
+/** A UDP datagram from the guest to `dst:port`, with valid checksums. */
+export function udpFrame(dst: string, port: number, payload: Buffer, options: { srcMac?: Buffer; src?: string } = {}): Buffer {
+  const src = options.src ?? "10.0.2.15";
+  const udp = Buffer.alloc(8 + payload.length);
+  udp.writeUInt16BE(40000, 0);
+  udp.writeUInt16BE(port, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  payload.copy(udp, 8);
+  const pseudo = Buffer.concat([addr(src), addr(dst), Buffer.from([0, 17]), Buffer.from([udp.length >> 8, udp.length & 255])]);
+  udp.writeUInt16BE(fold(sum16(udp, sum16(pseudo))) || 0xffff, 6);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + udp.length, 2);
+  ip.writeUInt16BE(0x4000, 6);
+  ip[8] = 64;
+  ip[9] = 17;
+  addr(src).copy(ip, 12);
+  addr(dst).copy(ip, 16);
+  ip.writeUInt16BE(fold(sum16(ip)), 10);
+  return Buffer.concat([BROADCAST, options.srcMac ?? GUEST_MAC, Buffer.from([0x08, 0x00]), ip, udp]);
+}
+
+/**
+ * The stream-desync attack on passt (2023): four 65531-byte frames, then a
+ * 300-byte "ARP" frame whose body is itself a length prefix and a UDP frame
+ * to `dst:port` (its source MAC puts 08 06 where the carrier's EtherType
+ * goes). If the helper batched its writes to passt so that a read ended
+ * right after the carrier's own prefix, passt would drop that prefix and
+ * read the hidden frame as a real one.
+ */
+export function desyncBurst(dst: string, port: number): Buffer[] {
+  const hidden = udpFrame(dst, port, Buffer.from("SMUGGLED"), { srcMac: Buffer.from([0x52, 0x54, 0x08, 0x06, 0x34, 0x56]) });
+  const carrier = Buffer.alloc(Math.max(256, Math.ceil((4 + hidden.length) / 4) * 4));
+  carrier.writeUInt32BE(hidden.length, 0);
+  hidden.copy(carrier, 4);
+  const filler = Buffer.alloc(65531);
+  filler[12] = 0x08;
+  filler[13] = 0x06;
+  return [filler, filler, filler, filler, carrier];
+}
+
 /** Plays the guest's NIC on the helper's socket. */
 export class FakeNic {
   private buffer = Buffer.alloc(0);
@@ -88,9 +129,20 @@ export class FakeNic {
   }
 
   send(frame: Buffer): void {
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(frame.length);
-    this.socket.write(Buffer.concat([length, frame]));
+    this.sendAll([frame]);
+  }
+
+  /** Several frames in one write, as a burst from the guest arrives. */
+  sendAll(frames: Buffer[]): void {
+    this.socket.write(
+      Buffer.concat(
+        frames.flatMap((frame) => {
+          const length = Buffer.alloc(4);
+          length.writeUInt32BE(frame.length);
+          return [length, frame];
+        }),
+      ),
+    );
   }
 
   /** Frames received so far. */

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { ErrorCode, PyroError } from "../errors.js";
 import { debug } from "../util/log.js";
-import { killAndWait, processStartTime } from "../util/proc.js";
+import { joinCgroup } from "../backends/qemu/cgroup.js";
+import { confinedPid } from "../backends/qemu/jail.js";
+import { CONFINED_ENV, killTree, processStartTime } from "../util/proc.js";
 
 /**
  * The network stack behind a guest's NIC, the one seam to swap it: QEMU's
@@ -40,6 +42,9 @@ export interface HelperOptions {
   policyJson: string;
   /** The unprivileged user to drop to (when pyro runs as root). */
   user: { uid: number; gid: number } | undefined;
+  /** bubblewrap around the helper (see helperSandbox), and the VM's cgroup to join. */
+  sandbox?: { file: string; args: string[]; infoFd: number };
+  cgroupDirs?: string[];
   deadline: number;
 }
 
@@ -52,12 +57,14 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
     "--ready-fd", "3",
     ...(options.user ? ["--user", `${options.user.uid}:${options.user.gid}`] : []),
   ];
-  debug("net", `${options.binary} ${args.join(" ")}`);
+  const [file, argv] = options.sandbox ? [options.sandbox.file, [...options.sandbox.args, options.binary, ...args]] : [options.binary, args];
+  debug("net", `${file} ${argv.join(" ")}`);
   const events = openSync(options.eventsPath, "a", 0o600);
   const log = openSync(options.logPath, "a", 0o600);
   const child = (() => {
     try {
-      return spawn(options.binary, args, { cwd: options.cwd, detached: true, stdio: ["ignore", events, log, "pipe"] });
+      // fd 3: the helper says "ready" there; fd 4: bubblewrap reports the helper's pid.
+      return spawn(file, argv, { cwd: options.cwd, env: CONFINED_ENV, detached: true, stdio: ["ignore", events, log, "pipe", options.sandbox ? "pipe" : "ignore"] });
     } finally {
       closeSync(events);
       closeSync(log);
@@ -70,7 +77,12 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
     });
   };
   const ready = child.stdio[3] as Readable;
+  let pid = child.pid;
   try {
+    if (options.sandbox && pid !== undefined) {
+      pid = await confinedPid(child.stdio[options.sandbox.infoFd] as Readable, options.deadline);
+      if (options.cgroupDirs) await joinCgroup(options.cgroupDirs, pid);
+    }
     await new Promise<void>((resolvePromise, reject) => {
       let text = "";
       const timer = setTimeout(() => reject(new Error("it did not start in time")), Math.max(0, options.deadline - Date.now()));
@@ -92,13 +104,13 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
       });
     });
   } catch (error) {
-    if (child.pid !== undefined) await killAndWait(child.pid, await processStartTime(child.pid));
+    if (child.pid !== undefined) await killTree(child.pid);
     throw await failure(error instanceof Error ? error.message : String(error));
   } finally {
     ready.destroy();
   }
   child.unref();
-  return { pid: child.pid!, startTime: await processStartTime(child.pid!) };
+  return { pid: pid!, startTime: await processStartTime(pid!) };
 }
 
 /** Where a VM's network helper records refusals. */

@@ -134,17 +134,36 @@ export function operatorDestinations(env: NodeJS.ProcessEnv): OperatorDestinatio
     if (!address || !isIPv4(address) || bits > 32 || ports.some((p) => p < 1 || p > 65535)) {
       throw new InvalidArgumentError("PYRO_NETWORK_ALLOW_DESTINATIONS", `cannot read "${entry.trim()}"`, hint);
     }
-    if (address.startsWith("127.") && (address !== "127.0.0.1" || bits !== 32 || ports.length === 0)) {
-      throw new InvalidArgumentError("PYRO_NETWORK_ALLOW_DESTINATIONS", `"${entry.trim()}": of the host's loopback only 127.0.0.1 with ports can be opened`, hint);
+    const network = networkAddress(address, bits);
+    const loopback = overlaps(network, bits, "127.0.0.0", 8);
+    if (loopback && (address !== "127.0.0.1" || bits !== 32 || ports.length === 0)) {
+      throw new InvalidArgumentError(
+        "PYRO_NETWORK_ALLOW_DESTINATIONS",
+        `"${entry.trim()}" ${address.startsWith("127.") ? "is" : "takes in"} the host's loopback, of which only 127.0.0.1 with ports can be opened`,
+        hint,
+      );
     }
-    return { prefix: `${networkAddress(address, bits)}/${bits}`, ports };
+    return { prefix: `${network}/${bits}`, ports };
   });
 }
 
+function toNumber(address: string): number {
+  return address.split(".").reduce((acc, part) => (acc << 8) | Number(part), 0) >>> 0;
+}
+
+function mask(bits: number): number {
+  return bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+}
+
 function networkAddress(address: string, bits: number): string {
-  const value = address.split(".").reduce((acc, part) => (acc << 8) | Number(part), 0) >>> 0;
-  const masked = bits === 0 ? 0 : (value & (~0 << (32 - bits))) >>> 0;
+  const masked = (toNumber(address) & mask(bits)) >>> 0;
   return [24, 16, 8, 0].map((shift) => (masked >>> shift) & 255).join(".");
+}
+
+/** Whether two prefixes share any address (one contains the other). */
+function overlaps(a: string, aBits: number, b: string, bBits: number): boolean {
+  const bits = Math.min(aBits, bBits);
+  return ((toNumber(a) ^ toNumber(b)) & mask(bits)) >>> 0 === 0;
 }
 
 /** The policy the network helper applies, as JSON it parses (netd/internal/policy.Config). */

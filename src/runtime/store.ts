@@ -4,7 +4,7 @@ import type { NetworkPolicy } from "../network/policy.js";
 import type { Accel } from "../backends/qemu/accel.js";
 import type { QemuProcess } from "../backends/qemu/vm.js";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
-import { isErrno, readJsonIfExists, writeJsonAtomic } from "../util/fs.js";
+import { ensureOwnDir, isErrno, readJsonIfExists, writeJsonAtomic } from "../util/fs.js";
 import { ID_PATTERN, isId } from "../util/ids.js";
 import { withLock } from "../util/lock.js";
 
@@ -64,7 +64,10 @@ export class VmStore {
   readonly vmsDir: string;
   private readonly locksDir: string;
 
-  constructor(stateDir: string) {
+  /** Checked once per process, before the first record is written. */
+  private ownership: Promise<void> | undefined;
+
+  constructor(private readonly stateDir: string) {
     this.vmsDir = join(stateDir, "vms");
     this.locksDir = join(stateDir, "locks");
   }
@@ -80,6 +83,8 @@ export class VmStore {
   }
 
   async create(record: VmRecord): Promise<void> {
+    this.ownership ??= ensureOwnDir(this.stateDir, "state directory");
+    await this.ownership;
     await mkdir(this.dir(record.vmId), { recursive: true, mode: 0o700 });
     await writeJsonAtomic(this.recordPath(record.vmId), record);
   }

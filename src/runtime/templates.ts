@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { chmod, chown, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Accel } from "../backends/qemu/accel.js";
 import { cacheKey } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
-import { isErrno, readJsonIfExists, sha256File, writeJsonAtomic } from "../util/fs.js";
+import { ensureOwnDir, isErrno, readJsonIfExists, sha256File, writeJsonAtomic } from "../util/fs.js";
 import { withLock } from "../util/lock.js";
 import { debug } from "../util/log.js";
 import { pidAlive } from "../util/proc.js";
@@ -149,6 +149,7 @@ export class TemplateStore {
    */
   async build(key: TemplateKey, makeState: (workDir: string) => Promise<{ state: string; disk: string }>): Promise<ReadyTemplate> {
     const dir = this.dirFor(key);
+    await ensureOwnDir(dirname(this.root), "cache directory");
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     await chmod(this.root, 0o700);
     return withLock(

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { chmod, chown, copyFile, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { AgentSession, ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
@@ -8,8 +8,8 @@ import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backend
 import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
 import { saveVmState } from "../backends/qemu/snapshot.js";
 import { createCgroup, inspectCgroups, limitsFor, removeCgroup, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
-import { inspectJail, type JailHost } from "../backends/qemu/jail.js";
-import { bootVm, openSession, prepareJailDir, shutdownVm, vmFiles, type BootJail, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
+import { helperSandbox, inspectJail, type JailHost } from "../backends/qemu/jail.js";
+import { bootVm, handDiskTo, openSession, prepareJailDir, shutdownVm, vmFiles, type BootJail, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
 import { Defaults, netdBinaryPath, qemuBinary, type Paths } from "../config.js";
 import { networkEventsPath, startNetworkHelper, type HelperProcess } from "../network/helper.js";
 import { helperPolicy, operatorDestinations, type OperatorDestination } from "../network/policy.js";
@@ -246,8 +246,7 @@ export class VmManager {
     if (!template) return undefined;
     const files = vmFiles(this.store.dir(record.vmId));
     // The VM's disk starts as the template's, exactly as it was when the state was saved.
-    await copyFile(template.diskPath, files.disk, constants.COPYFILE_FICLONE);
-    await chmod(files.disk, 0o600);
+    await copyFile(template.diskPath, files.disk, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
     try {
       return await this.boot(record, environment, accel, hooks, template);
     } catch (error) {
@@ -284,6 +283,8 @@ export class VmManager {
       await killAndWait(result.qemu.pid, result.qemu.startTime);
       await this.releaseJail(jail);
     }
+    // Every later VM starts from this disk: it must be the regular file QEMU was given, not whatever its directory holds now.
+    await handDiskTo(files, undefined);
     return { state, disk: files.disk };
   }
 
@@ -297,9 +298,10 @@ export class VmManager {
       kernelPath: environment.kernelPath,
       initramfsPath: environment.initramfsPath,
       diskPath: files.disk,
-      qmpSocket: files.qmp,
-      serialSocket: files.serial,
-      agentSockets: files.agents,
+      // QEMU creates its sockets where it can; pyro moves them out of its reach before the guest runs (see VmFiles).
+      qmpSocket: files.bound.qmp,
+      serialSocket: files.bound.serial,
+      agentSockets: files.bound.agents,
       netSocket: shape.network ? files.net : undefined,
       ...extra,
     };
@@ -317,7 +319,7 @@ export class VmManager {
    */
   private async jailFor(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, cgroupName: string): Promise<BootJail> {
     const host = await this.jailHost();
-    if (host.qemuUser) await chown(files.disk, host.qemuUser.uid, host.qemuUser.gid);
+    await handDiskTo(files, host.qemuUser);
     let cgroupDirs: string[] | undefined;
     if (host.cgroup) {
       cgroupDirs = await createCgroup(host.cgroup, cgroupName, limitsFor(shape, shape.accel)).catch((error: unknown) => {
@@ -348,7 +350,7 @@ export class VmManager {
     const destinations = record.network ? operatorDestinations(this.env) : [];
     if (record.network) {
       try {
-        netd = await this.startNetd(record, files, jail.host, destinations);
+        netd = await this.startNetd(record, files, jail, destinations);
       } catch (error) {
         await this.releaseJail(jail);
         throw error;
@@ -396,7 +398,7 @@ export class VmManager {
   }
 
   /** Starts the network helper the guest's NIC connects to, with this VM's policy. */
-  private async startNetd(record: VmRecord, files: VmFiles, host: JailHost, destinations: OperatorDestination[]): Promise<HelperProcess> {
+  private async startNetd(record: VmRecord, files: VmFiles, jail: BootJail, destinations: OperatorDestination[]): Promise<HelperProcess> {
     const passt = await which("passt");
     if (!passt) {
       throw new PyroError(ErrorCode.guestUnavailable, "a guest with network needs passt, which is not installed", {
@@ -412,7 +414,9 @@ export class VmManager {
       eventsPath: networkEventsPath(files),
       logPath: join(files.dir, "network.log"),
       policyJson: helperPolicy(settings, destinations),
-      user: host.qemuUser,
+      user: jail.host.qemuUser,
+      sandbox: helperSandbox(jail.host, files.jailDir),
+      cgroupDirs: jail.cgroupDirs,
       deadline: Date.now() + 10_000,
     });
   }
@@ -608,11 +612,13 @@ async function listPyroQemus(): Promise<{ pid: number; startTime: string | undef
   const found: { pid: number; startTime: string | undefined; qmpSocket: string }[] = [];
   for (const entry of await readdir("/proc").catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
+    // The start time before and after the command line: a pid reused in between is not the process we read.
+    const startTime = await processStartTime(Number(entry));
     const argv = (await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
     if (!argv[0]?.includes("qemu-system") || argv[1] !== "-name" || argv[2] !== "pyro") continue;
     const qmp = argv[argv.indexOf("-qmp") + 1];
     const match = qmp ? /^unix:([^,]+),/.exec(qmp) : null;
-    if (match?.[1]) found.push({ pid: Number(entry), startTime: await processStartTime(Number(entry)), qmpSocket: match[1] });
+    if (match?.[1] && startTime !== undefined && (await processStartTime(Number(entry))) === startTime) found.push({ pid: Number(entry), startTime, qmpSocket: match[1] });
   }
   return found;
 }

@@ -96,8 +96,12 @@ function idHint(field: string): string {
 
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
+/** No control characters (C0, DEL, C1) and no bidirectional overrides, which could make a listing lie. */
 function printable(text: string): boolean {
-  return [...text].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f);
+  return [...text].every((c) => {
+    const code = c.codePointAt(0)!;
+    return code >= 0x20 && !(code >= 0x7f && code <= 0x9f) && !(code >= 0x202a && code <= 0x202e) && !(code >= 0x2066 && code <= 0x2069) && code !== 0x200e && code !== 0x200f;
+  });
 }
 
 /** Workspace name and labels: short, printable, so listings stay readable. */

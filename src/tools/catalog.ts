@@ -95,7 +95,7 @@ function vmOptionsOf(a: Record<string, unknown>, context: ToolContext): VmOption
     ttlSeconds: a.ttl_seconds as number | undefined,
     network: a.network as boolean | undefined,
     networkPolicy: a.network_policy as NetworkPolicy | undefined,
-    allowHosts: effectiveAllowHosts(a.allow_hosts as string[] | undefined, policyOf(context)),
+    allowHosts: effectiveAllowHosts(a.allow_hosts as string[] | undefined, policyOf(context), a.network === true || (a.network_policy !== undefined && a.network_policy !== "off")),
     allowHostCompat: policyOf(context).allowHostCompat,
   };
 }

@@ -1,5 +1,6 @@
 import { realpathSync } from "node:fs";
 import { realpath } from "node:fs/promises";
+import { homedir } from "node:os";
 import { isAbsolute, resolve, sep } from "node:path";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { hostPatternCovers, normalizeHostPattern } from "../network/policy.js";
@@ -20,7 +21,7 @@ export interface ToolPolicy {
   /**
    * Host directories (resolved, symlinks included) under which a model may
    * name seed and push sources. Default: the directory the server started
-   * in, unless that is `/`. Never `/` itself.
+   * in, unless that is `/`, the home directory or above it. Never `/` itself.
    */
   allowedRoots: readonly string[];
   /**
@@ -50,13 +51,26 @@ export function resolveAllowedRoots(roots: readonly string[], base = process.cwd
   return resolved;
 }
 
-/** The policy when the operator said nothing: no host-compat, the current directory as the only root (none when it is `/`), any public host. */
+/**
+ * The policy when the operator said nothing: no host-compat, any public host,
+ * and the current directory as the only root, unless it is `/`, the home
+ * directory or above it (clients often start servers in the home directory,
+ * and sharing it would share ~/.ssh): then no root at all.
+ */
 export function defaultToolPolicy(overrides: { allowHostCompat?: boolean; allowedRoots?: readonly string[]; allowHosts?: readonly string[] } = {}): ToolPolicy {
   let roots: string[];
   if (overrides.allowedRoots) roots = resolveAllowedRoots(overrides.allowedRoots);
   else {
     const cwd = realpathSync(process.cwd());
-    roots = cwd === "/" ? [] : [cwd];
+    const home = (() => {
+      try {
+        return realpathSync(homedir());
+      } catch {
+        return homedir();
+      }
+    })();
+    const holdsHome = cwd === "/" || home === cwd || home.startsWith(cwd.endsWith(sep) ? cwd : cwd + sep);
+    roots = holdsHome ? [] : [cwd];
   }
   const allowHosts = [...new Set((overrides.allowHosts ?? []).map((h) => normalizeHostPattern("allowHost", h)))];
   return { allowHostCompat: overrides.allowHostCompat ?? false, allowedRoots: roots, allowHosts };
@@ -67,8 +81,9 @@ export function defaultToolPolicy(overrides: { allowHostCompat?: boolean; allowe
  * within the operator's list when there is one; the operator's list when the
  * model asked for nothing.
  */
-export function effectiveAllowHosts(requested: readonly unknown[] | undefined, policy: ToolPolicy): string[] | undefined {
-  if (!policy.allowHosts.length) return requested as string[] | undefined;
+export function effectiveAllowHosts(requested: readonly unknown[] | undefined, policy: ToolPolicy, network: boolean): string[] | undefined {
+  // Without network there is nothing to limit; an explicit list then gets the usual "needs network" error.
+  if (!policy.allowHosts.length || (!network && requested === undefined)) return requested as string[] | undefined;
   if (requested === undefined || requested.length === 0) return [...policy.allowHosts];
   return requested.map((entry) => {
     const name = normalizeHostPattern("allow_hosts", entry);

@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
+import { ErrorCode, PyroError } from "../errors.js";
 
 /**
  * Writes a file so that readers see either the old or the new content, never a
@@ -74,4 +75,29 @@ export async function pathExists(path: string): Promise<boolean> {
 
 export function isErrno(error: unknown, code: string): boolean {
   return typeof error === "object" && error !== null && (error as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * Creates `dir` (0700) if needed and checks that it is this user's own: a
+ * directory owned by us that nobody else can write. pyro runs QEMU and
+ * changes owners of files below its state and cache directories; one that
+ * another local user made first (say under /var/tmp) would let that user
+ * swap what pyro acts on.
+ */
+export async function ensureOwnDir(dir: string, what: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await stat(dir);
+  const uid = process.getuid?.();
+  const problem = !info.isDirectory()
+    ? "is not a directory"
+    : uid !== undefined && info.uid !== uid
+      ? `belongs to uid ${info.uid}, not to this user (uid ${uid})`
+      : (info.mode & 0o022) !== 0
+        ? `can be written by other users (mode ${(info.mode & 0o777).toString(8)})`
+        : undefined;
+  if (problem) {
+    throw new PyroError(ErrorCode.stateError, `the ${what} ${dir} ${problem}`, {
+      hint: `use a directory of your own that only you can write (chmod 700 ${dir}), or point ${what === "state directory" ? "PYRO_STATE_DIR" : "PYRO_CACHE_DIR"} elsewhere`,
+    });
+  }
 }

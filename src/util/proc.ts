@@ -1,6 +1,9 @@
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+
+/** The whole environment of a process a guest may take over (QEMU, the network helper): nothing of pyro's own, no tokens or credentials. */
+export const CONFINED_ENV: NodeJS.ProcessEnv = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
 
 /**
  * Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -31,11 +34,36 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** True when `pid` is alive and is the same process that had `startTime`. */
+/**
+ * True when `pid` is alive and is the same process that had `startTime`. A
+ * process recorded without a start time cannot be told from a stranger that
+ * reused its pid, so it counts as gone: pyro never signals what it cannot
+ * identify.
+ */
 export async function isSameProcessAlive(pid: number, startTime: string | undefined): Promise<boolean> {
-  const now = await processStartTime(pid);
-  if (now === undefined) return false;
-  return startTime === undefined || now === startTime;
+  if (startTime === undefined) return false;
+  return (await processStartTime(pid)) === startTime;
+}
+
+/** The process and all its descendants, each with its start time, parents first. */
+async function processTree(pid: number): Promise<{ pid: number; startTime: string | undefined }[]> {
+  const found: { pid: number; startTime: string | undefined }[] = [];
+  const queue = [pid];
+  while (queue.length && found.length < 1024) {
+    const next = queue.shift()!;
+    found.push({ pid: next, startTime: await processStartTime(next) });
+    const tasks = await readdir(`/proc/${next}/task`).catch(() => [] as string[]);
+    for (const task of tasks) {
+      const children = await readFile(`/proc/${next}/task/${task}/children`, "utf8").catch(() => "");
+      for (const child of children.split(" ").filter(Boolean)) queue.push(Number(child));
+    }
+  }
+  return found;
+}
+
+/** SIGKILLs a process and everything it started (e.g. a sandbox and what runs inside it), and waits until they are gone. */
+export async function killTree(pid: number): Promise<void> {
+  for (const process of await processTree(pid)) await killAndWait(process.pid, process.startTime);
 }
 
 /**

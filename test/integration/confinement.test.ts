@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { QmpClient } from "../../src/backends/qemu/qmp.js";
@@ -9,6 +9,10 @@ import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, te
 const stateDir = tempStateDir();
 const pyro = new Pyro({ stateDir });
 const root = process.getuid?.() === 0;
+
+async function startedVm(): Promise<string> {
+  return (await pyro.startVm((await pyro.createVm({ environment: "debian:12" })).vmId)).vmId;
+}
 
 function status(pid: number): Record<string, string> {
   const fields: Record<string, string> = {};
@@ -78,9 +82,23 @@ describe("QEMU is confined", () => {
     assert.ok(Number(readFileSync(`/sys/fs/cgroup/pids/pyro/${vmId}/pids.max`, "utf8")) < 1000);
   });
 
+  test("QEMU inherits nothing of pyro's environment", { skip: !root && "needs root to read another user's environ" }, () => {
+    const environ = readFileSync(`/proc/${qemuPid}/environ`, "utf8").split("\0").filter(Boolean);
+    // bubblewrap adds PWD for the directory it starts QEMU in.
+    assert.deepEqual(environ.map((e) => e.split("=")[0]).sort(), ["LC_ALL", "PATH", "PWD"]);
+  });
+
+  test("QEMU's sockets are moved where it cannot replace them before the guest runs", () => {
+    const vmDir = join(stateDir, "vms", vmId);
+    assert.deepEqual(readdirSync(join(vmDir, "sock")).sort(), ["agent0.sock", "agent1.sock", "agent2.sock", "agent3.sock", "qmp.sock", "serial.sock"]);
+    assert.deepEqual(readdirSync(join(vmDir, "qemu")), ["disk.qcow2"]);
+    assert.equal(statSync(join(vmDir, "sock")).mode & 0o777, 0o700);
+    if (root) assert.equal(statSync(join(vmDir, "sock")).uid, 0);
+  });
+
   test("QEMU cannot open a host file outside its own set", async () => {
     const environment = await pyro.inspectEnvironment("debian:12");
-    const qmp = await QmpClient.connect(join(stateDir, "vms", vmId, "qemu", "qmp.sock"), Date.now() + 10_000);
+    const qmp = await QmpClient.connect(join(stateDir, "vms", vmId, "sock", "qmp.sock"), Date.now() + 10_000);
     const open = (filename: string) =>
       qmp.execute("blockdev-add", { driver: "file", "node-name": `probe${Math.random().toString(36).slice(2, 8)}`, filename, "read-only": true }).then(
         () => "opened",
@@ -104,6 +122,37 @@ describe("QEMU is confined", () => {
 
 describe("templates and VM files", () => {
   afterEach(() => assertNothingLeft(stateDir));
+
+  test("what a taken-over QEMU leaves in its directory cannot redirect pyro", { skip: !root && "needs root" }, async () => {
+    await ensureEnvironment();
+    const [a, b] = await Promise.all([startedVm(), startedVm()]);
+    try {
+      // Links in A's QEMU directory to B's sockets: pyro must keep talking to A.
+      for (let i = 0; i < 4; i++) symlinkSync(join(stateDir, "vms", b, "sock", `agent${i}.sock`), join(stateDir, "vms", a, "qemu", `agent${i}.sock`));
+      assert.equal((await pyro.execVm(a, { command: "hostname" })).stdout, `pyro-${a}\n`);
+    } finally {
+      await pyro.deleteVm(a).catch(() => undefined);
+    }
+    try {
+      // B's disk replaced by a link to a host file: the next start refuses, and the host file keeps its owner.
+      const victim = join(stateDir, "victim");
+      writeFileSync(victim, "root's own\n", { mode: 0o600 });
+      await pyro.stopVm(b);
+      const disk = join(stateDir, "vms", b, "qemu", "disk.qcow2");
+      rmSync(disk);
+      symlinkSync(victim, disk);
+      await assert.rejects(pyro.startVm(b), /not a regular file/);
+      assert.equal(statSync(victim).uid, 0);
+      assert.equal(statSync(victim).mode & 0o777, 0o600);
+      // A link to a file that does not exist: nothing is created through it.
+      rmSync(disk);
+      symlinkSync(join(stateDir, "created-through-link"), disk);
+      await assert.rejects(pyro.startVm(b), /not a regular file/);
+      assert.ok(!existsSync(join(stateDir, "created-through-link")));
+    } finally {
+      await pyro.deleteVm(b).catch(() => undefined);
+    }
+  });
 
   test("restores work under confinement, and templates are readable by pyro's user only", async () => {
     await ensureEnvironment();

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { createSocket } from "node:dgram";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -14,7 +15,7 @@ import { startNetworkHelper } from "../../src/network/helper.js";
 import { helperPolicy } from "../../src/network/policy.js";
 import { killAndWait } from "../../src/util/proc.js";
 import { assertNothingLeft, ensureEnvironment, PYRO_BIN, removeDir, tempStateDir } from "../helpers.js";
-import { arpRequest, FakeNic, tcpSyn } from "../netframes.js";
+import { arpRequest, desyncBurst, FakeNic, tcpSyn } from "../netframes.js";
 import { startTcpServers, TestNetns, type TestServers } from "../netns.js";
 
 const root = process.getuid?.() === 0;
@@ -106,6 +107,42 @@ describe("a root guest's own frames, on this host's network, against loopback on
       });
       if (!gone) await killAndWait(helper.pid, helper.startTime);
       assert.ok(gone, "the helper exited when QEMU's side closed");
+    }
+  });
+
+  test("frames cannot be smuggled through the helper into passt's stream", async () => {
+    const dir = join(stateDir, "desync");
+    mkdirSync(dir, { recursive: true });
+    const listener = createSocket("udp4");
+    let received = "";
+    listener.on("message", (message) => (received += message.toString()));
+    await new Promise<void>((r) => listener.bind(0, "127.0.0.1", r));
+    const port = listener.address().port;
+    const host = await inspectJail("qemu-system-x86_64");
+    const helper = await startNetworkHelper({
+      binary: netdBinaryPath(),
+      passt: "passt",
+      socket: join(dir, "net.sock"),
+      cwd: dir,
+      eventsPath: join(dir, "events.jsonl"),
+      logPath: join(dir, "netd.log"),
+      policyJson: helperPolicy({ policy: "egress", allowHosts: [] }, []),
+      user: host.qemuUser,
+      deadline: Date.now() + 10_000,
+    });
+    const nic = await FakeNic.connect(join(dir, "net.sock"));
+    try {
+      nic.send(arpRequest("10.0.2.2"));
+      for (let attempt = 0; attempt < 300 && !received; attempt++) {
+        nic.sendAll(desyncBurst("127.0.0.1", port));
+        if (attempt % 20 === 19) await sleep(50);
+      }
+      await sleep(1000);
+      assert.equal(received, "", "a datagram reached the host's loopback");
+    } finally {
+      nic.close();
+      listener.close();
+      await killAndWait(helper.pid, helper.startTime);
     }
   });
 
@@ -233,6 +270,10 @@ describe("egress from a real guest, in a network namespace the test makes", { sk
     const id = await createIn(["--network-policy", "egress"]);
     const helpers = () => listHelpers(id);
     assert.equal(helpers().length, 1);
+    const helper = helpers()[0]!;
+    // It shares a user with QEMU, but not a PID namespace: it cannot see or signal any QEMU.
+    assert.notEqual(readlinkSync(`/proc/${helper}/ns/pid`), readlinkSync("/proc/self/ns/pid"));
+    assert.notEqual(readFileSync(`/proc/${helper}/status`, "utf8").match(/^Uid:\s+(\d+)/m)?.[1], "0");
     await pyro.deleteWorkspace(id);
     workspaces.splice(workspaces.indexOf(id), 1);
     assert.ok(await waitFor(() => helpers().length === 0), "no pyro-netd left for the deleted workspace");
@@ -252,7 +293,9 @@ function listHelpers(vmId: string): number[] {
         return "";
       }
     })();
-    if (cmdline.includes("pyro-netd") && cmdline.includes(`${vmId}/qemu/net.sock`)) pids.push(Number(entry));
+    // The helper itself, not the sandbox (bubblewrap) around it that carries its argv.
+    const argv0 = cmdline.slice(0, cmdline.indexOf("\0"));
+    if (argv0.endsWith("pyro-netd") && cmdline.includes(`${vmId}/qemu/net.sock`)) pids.push(Number(entry));
   }
   return pids;
 }

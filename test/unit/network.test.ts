@@ -55,12 +55,14 @@ test("a server's allowed hosts can be narrowed by a model, never widened", () =>
   assert.ok(!hostPatternCovers("*.github.com", "evilgithub.com"));
   assert.ok(!hostPatternCovers("api.github.com", "*.github.com"));
   const policy = defaultToolPolicy({ allowHosts: ["*.github.com", "pypi.org"] });
-  assert.deepEqual(effectiveAllowHosts(undefined, policy), ["*.github.com", "pypi.org"]);
-  assert.deepEqual(effectiveAllowHosts([], policy), ["*.github.com", "pypi.org"]);
-  assert.deepEqual(effectiveAllowHosts(["API.github.com"], policy), ["api.github.com"]);
-  refused(() => effectiveAllowHosts(["evil.example"], policy), /^allow_hosts: evil\.example is outside/);
-  refused(() => effectiveAllowHosts(["*.com"], policy), /^allow_hosts:/);
-  assert.equal(effectiveAllowHosts(undefined, defaultToolPolicy()), undefined);
+  assert.deepEqual(effectiveAllowHosts(undefined, policy, true), ["*.github.com", "pypi.org"]);
+  assert.deepEqual(effectiveAllowHosts([], policy, true), ["*.github.com", "pypi.org"]);
+  assert.deepEqual(effectiveAllowHosts(["API.github.com"], policy, true), ["api.github.com"]);
+  refused(() => effectiveAllowHosts(["evil.example"], policy, true), /^allow_hosts: evil\.example is outside/);
+  refused(() => effectiveAllowHosts(["*.com"], policy, true), /^allow_hosts:/);
+  assert.equal(effectiveAllowHosts(undefined, defaultToolPolicy(), true), undefined);
+  // A guest without network is not refused for the server's list.
+  assert.equal(effectiveAllowHosts(undefined, policy, false), undefined);
 });
 
 test("operator destinations: addresses, prefixes, ports; the host's loopback only as 127.0.0.1 with ports", () => {
@@ -70,7 +72,7 @@ test("operator destinations: addresses, prefixes, ports; the host's loopback onl
     { prefix: "192.168.5.0/24", ports: [] },
     { prefix: "127.0.0.1/32", ports: [3142, 3143] },
   ]);
-  for (const bad of ["example.org", "10.1.2.3:0", "10.1.2.3:70000", "10.1.2.3/33", "300.1.1.1", "127.0.0.2:80", "127.0.0.1", "127.0.0.0/8:80", "::1"]) {
+  for (const bad of ["example.org", "10.1.2.3:0", "10.1.2.3:70000", "10.1.2.3/33", "300.1.1.1", "127.0.0.2:80", "127.0.0.1", "127.0.0.0/8:80", "::1", "0.0.0.0/0", "126.0.0.0/7", "96.0.0.0/3:80"]) {
     refused(() => operatorDestinations({ PYRO_NETWORK_ALLOW_DESTINATIONS: bad }), /^PYRO_NETWORK_ALLOW_DESTINATIONS:/);
   }
 });

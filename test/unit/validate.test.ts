@@ -3,7 +3,7 @@ import { availableParallelism } from "node:os";
 import { test } from "node:test";
 import { Defaults } from "../../src/config.js";
 import { PyroError } from "../../src/errors.js";
-import { resolveExecOptions, resolveVmOptions } from "../../src/sdk/validate.js";
+import { resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "../../src/sdk/validate.js";
 import { toSnake } from "../../src/util/case.js";
 
 function refuses(fn: () => unknown, code: string, field: string): void {
@@ -42,4 +42,12 @@ test("JSON output uses snake_case keys all the way down", () => {
     cleanup: { vm_deleted: true },
     list: [{ exit_code: 0 }],
   });
+});
+
+test("workspace names and labels refuse control characters and bidirectional overrides", () => {
+  assert.equal(resolveWorkspaceMeta({ name: "fix 123 ✓" }).name, "fix 123 ✓");
+  for (const name of ["a\u0007b", "a\u009bb", "evil\u202egnp.exe", "a\u2066b", "\u200fx", "a\u007fb"]) {
+    refuses(() => resolveWorkspaceMeta({ name }), "invalid_argument", "name");
+    refuses(() => resolveWorkspaceMeta({ labels: { k: name } }), "invalid_argument", "labels");
+  }
 });

@@ -179,7 +179,7 @@ func becomeUser(socket, user string) error {
 	if _, err := fmt.Sscanf(user, "%d:%d", &uid, &gid); err != nil || uid <= 0 || gid <= 0 {
 		return fmt.Errorf("--user %q: want UID:GID of an unprivileged user", user)
 	}
-	if err := os.Chown(socket, uid, gid); err != nil {
+	if err := os.Lchown(socket, uid, gid); err != nil {
 		return err
 	}
 	if err := syscall.Setgroups(nil); err != nil {

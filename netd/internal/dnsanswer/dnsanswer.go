@@ -81,11 +81,25 @@ func ParseQuery(msg []byte) (Query, error) {
 	return q, nil
 }
 
+// Opcode is the query's kind; only 0 (a standard query) is answered.
+func (q Query) Opcode() int { return int(q.Flags>>11) & 0xf }
+
+// MaxMessage is the largest answer: what every resolver takes over UDP.
+const MaxMessage = 512
+
 // Answer builds the response to q with the given code and IPv4 answers
-// (only used for A questions), each with the given time to live.
+// (only used for A questions), each with the given time to live. Answers
+// beyond what fits in MaxMessage bytes are left out (a partial set is still
+// a valid answer).
 func Answer(q Query, rcode int, addrs []netip.Addr, ttl uint32) []byte {
 	if q.Type != TypeA {
 		addrs = nil
+	}
+	if room := (MaxMessage - 12 - len(q.question)) / 16; len(addrs) > room {
+		if room < 0 {
+			room = 0
+		}
+		addrs = addrs[:room]
 	}
 	msg := make([]byte, 12, 12+len(q.question)+16*len(addrs))
 	binary.BigEndian.PutUint16(msg[0:2], q.ID)

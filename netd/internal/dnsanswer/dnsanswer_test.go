@@ -86,3 +86,30 @@ func TestHostileQueriesAreRejected(t *testing.T) {
 		}
 	}
 }
+
+func TestAnswersFitInAUDPMessage(t *testing.T) {
+	q, _ := ParseQuery(query(1, "many.example.org", TypeA))
+	var addrs []netip.Addr
+	for i := 0; i < 5000; i++ {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{1, 2, byte(i >> 8), byte(i)}))
+	}
+	msg := Answer(q, RcodeOK, addrs, 60)
+	if len(msg) > MaxMessage {
+		t.Fatalf("%d bytes", len(msg))
+	}
+	if n := int(binary.BigEndian.Uint16(msg[6:8])); n == 0 || 12+len(q.question)+16*n != len(msg) {
+		t.Fatalf("answer count %d does not match the message", n)
+	}
+}
+
+func TestOpcodeIsRead(t *testing.T) {
+	msg := query(1, "example.org", TypeA)
+	msg[2] |= 5 << 3 // UPDATE
+	q, err := ParseQuery(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Opcode() != 5 {
+		t.Errorf("opcode %d", q.Opcode())
+	}
+}

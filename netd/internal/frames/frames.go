@@ -15,9 +15,14 @@ import (
 	"net/netip"
 )
 
-// MaxFrame is the largest frame accepted: a 65535-byte IP packet (the
-// guest's MTU is 65520) plus its Ethernet header, with room for a VLAN tag.
+// MaxFrame is the largest frame read: a 65535-byte IP packet plus its
+// Ethernet header, with room for a VLAN tag. Frames are forwarded only up to
+// MaxForward bytes.
 const MaxFrame = 65535 + 18
+
+// MaxForward is the largest frame passt accepts (ETH_MAX_MTU); the guest's
+// MTU of 65520 keeps its frames below it.
+const MaxForward = 65535
 
 // ReadFrame reads one length-prefixed frame into buf (which must hold
 // MaxFrame bytes) and returns it. A length over MaxFrame is an error: the
@@ -40,16 +45,24 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// WriteFrame writes one frame with its length prefix.
-func WriteFrame(w io.Writer, frame []byte) error {
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(frame)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
+// WriteFrame writes one frame with its length prefix in a single Write
+// call, using scratch (which must hold MaxFrame+4 bytes) to join them. On a
+// unix stream socket the prefix is then never split from its frame. That
+// matters: passt (2023) drops a length prefix that a read cuts short and
+// reads on as if the guest's bytes were prefixes, so a stream split inside a
+// prefix would let a guest smuggle frames past the filter.
+func WriteFrame(w io.Writer, frame []byte, scratch []byte) error {
+	if len(frame)+4 > len(scratch) {
+		return fmt.Errorf("frame of %d bytes is over the limit", len(frame))
 	}
-	_, err := w.Write(frame)
+	binary.BigEndian.PutUint32(scratch[:4], uint32(len(frame)))
+	n := copy(scratch[4:], frame)
+	_, err := w.Write(scratch[:4+n])
 	return err
 }
+
+// Scratch is a buffer for WriteFrame.
+func Scratch() []byte { return make([]byte, MaxFrame+4) }
 
 // EtherTypes the filter knows.
 const (
@@ -85,12 +98,34 @@ func ParseEthernet(frame []byte) (Ethernet, error) {
 	return e, nil
 }
 
+// ValidARP says whether an ARP frame is a plain IPv4-over-Ethernet request
+// or reply from the guest itself (sender guestIP, sender MAC the frame's
+// source), at most padded to Ethernet's 60-byte minimum: nothing more
+// reaches passt.
+func ValidARP(frame []byte, guestIP netip.Addr) bool {
+	if len(frame) < 42 || len(frame) > 60 {
+		return false
+	}
+	arp := frame[14:]
+	op := binary.BigEndian.Uint16(arp[6:8])
+	if binary.BigEndian.Uint16(arp[0:2]) != 1 || binary.BigEndian.Uint16(arp[2:4]) != EtherIPv4 || arp[4] != 6 || arp[5] != 4 || (op != 1 && op != 2) {
+		return false
+	}
+	if string(arp[8:14]) != string(frame[6:12]) {
+		return false
+	}
+	g := guestIP.As4()
+	return string(arp[14:18]) == string(g[:])
+}
+
 // IPv4 is a parsed IPv4 header with the transport ports when there are any.
 type IPv4 struct {
 	Src, Dst netip.Addr
 	Protocol uint8
 	// Fragment is set for any piece of a fragmented packet.
 	Fragment bool
+	// Total is the packet's length by its header (the frame may be padded beyond it).
+	Total int
 	// SrcPort and DstPort are set for TCP and UDP (0 otherwise).
 	SrcPort, DstPort uint16
 	// Payload is the transport segment (bounded by the header's total length).
@@ -117,6 +152,7 @@ func ParseIPv4(packet []byte) (IPv4, error) {
 		Dst:      netip.AddrFrom4([4]byte{packet[16], packet[17], packet[18], packet[19]}),
 		Protocol: packet[9],
 		Fragment: flags&0x2000 != 0 || flags&0x1fff != 0,
+		Total:    total,
 		Payload:  packet[ihl:total],
 	}
 	if !p.Fragment && (p.Protocol == ProtoTCP || p.Protocol == ProtoUDP) {

@@ -9,7 +9,7 @@ import (
 
 func TestFramingRoundTripAndBounds(t *testing.T) {
 	var b bytes.Buffer
-	if err := WriteFrame(&b, []byte("hello")); err != nil {
+	if err := WriteFrame(&b, []byte("hello"), Scratch()); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, MaxFrame)
@@ -80,5 +80,68 @@ func TestHostileIPv4HeadersAreRejected(t *testing.T) {
 	}
 	if _, err := UDPPayload([]byte{0, 1, 0, 2, 0, 99, 0, 0}); err == nil {
 		t.Error("UDP length past the datagram accepted")
+	}
+}
+
+type writes struct{ calls [][]byte }
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.calls = append(w.calls, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+func TestAFrameIsOneWrite(t *testing.T) {
+	var w writes
+	scratch := Scratch()
+	for _, n := range []int{1, 60, 65535} {
+		if err := WriteFrame(&w, make([]byte, n), scratch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, call := range w.calls {
+		if int(binary.BigEndian.Uint32(call[:4]))+4 != len(call) {
+			t.Errorf("write %d is not one whole frame (%d bytes)", i, len(call))
+		}
+	}
+	if len(w.calls) != 3 {
+		t.Errorf("%d writes for 3 frames", len(w.calls))
+	}
+	if err := WriteFrame(&w, make([]byte, MaxFrame+1), scratch); err == nil {
+		t.Error("an oversized frame was written")
+	}
+}
+
+func arp(senderMAC [6]byte, senderIP [4]byte, op uint16, extra int) []byte {
+	f := make([]byte, 42+extra)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], []byte{0x52, 0x54, 0, 0x12, 0x34, 0x56})
+	binary.BigEndian.PutUint16(f[12:14], EtherARP)
+	a := f[14:]
+	binary.BigEndian.PutUint16(a[0:2], 1)
+	binary.BigEndian.PutUint16(a[2:4], EtherIPv4)
+	a[4], a[5] = 6, 4
+	binary.BigEndian.PutUint16(a[6:8], op)
+	copy(a[8:14], senderMAC[:])
+	copy(a[14:18], senderIP[:])
+	return f
+}
+
+func TestOnlyPlainARPFromTheGuestIsValid(t *testing.T) {
+	guest := netip.MustParseAddr("10.0.2.15")
+	mac := [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
+	ip := [4]byte{10, 0, 2, 15}
+	if !ValidARP(arp(mac, ip, 1, 0), guest) || !ValidARP(arp(mac, ip, 2, 18), guest) {
+		t.Fatal("plain requests and padded replies are valid")
+	}
+	for name, f := range map[string][]byte{
+		"carrier (oversized)":  arp(mac, ip, 1, 100),
+		"other sender address": arp(mac, [4]byte{10, 0, 2, 16}, 1, 0),
+		"other sender MAC":     arp([6]byte{1, 2, 3, 4, 5, 6}, ip, 1, 0),
+		"opcode 3":             arp(mac, ip, 3, 0),
+		"short":                arp(mac, ip, 1, 0)[:41],
+	} {
+		if ValidARP(f, guest) {
+			t.Errorf("%s: valid", name)
+		}
 	}
 }

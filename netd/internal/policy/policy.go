@@ -59,7 +59,8 @@ func Parse(data []byte) (*Config, error) {
 		if !d.Prefix.IsValid() || !d.Prefix.Addr().Is4() {
 			return nil, fmt.Errorf("policy: destination %v is not an IPv4 prefix", d.Prefix)
 		}
-		if d.Prefix.Addr().IsLoopback() && (d.Prefix.Bits() != 32 || d.Prefix.Addr() != netip.AddrFrom4([4]byte{127, 0, 0, 1}) || len(d.Ports) == 0) {
+		// A prefix that takes in the loopback range (0.0.0.0/0, 126.0.0.0/7) would open all of it.
+		if d.Prefix.Overlaps(loopbackRange) && (d.Prefix.Bits() != 32 || d.Prefix.Addr() != loopbackHost || len(d.Ports) == 0) {
 			return nil, fmt.Errorf("policy: a loopback destination must be 127.0.0.1 with ports, got %v", d.Prefix)
 		}
 	}
@@ -84,6 +85,11 @@ func validName(name string) bool {
 	}
 	return true
 }
+
+var (
+	loopbackRange = netip.MustParsePrefix("127.0.0.0/8")
+	loopbackHost  = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+)
 
 type blockedRange struct {
 	prefix netip.Prefix
@@ -298,6 +304,10 @@ func (p *Policy) Decide(src, dst netip.Addr, proto uint8, dstPort uint16, fragme
 			return Decision{Verdict: Forward}
 		}
 		return Decision{Drop, "the gateway leads to the host's loopback, which is closed"}
+	}
+	// Only the gateway alias above ever leads to the loopback; no destination opens it directly.
+	if loopbackRange.Contains(dst) {
+		return Decision{Drop, BlockedReason(dst)}
 	}
 	if p.explicit(dst, dstPort, hasPort) {
 		return Decision{Verdict: Forward}

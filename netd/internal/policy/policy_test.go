@@ -162,6 +162,8 @@ func TestBadConfigsAreRejected(t *testing.T) {
 		`{` + base + `,"destinations":[{"prefix":"127.0.0.0/8","ports":[1]}]}`,
 		`{` + base + `,"destinations":[{"prefix":"127.0.0.1/32"}]}`,
 		`{` + base + `,"destinations":[{"prefix":"::1/128"}]}`,
+		`{` + base + `,"destinations":[{"prefix":"0.0.0.0/0"}]}`,
+		`{` + base + `,"destinations":[{"prefix":"126.0.0.0/7","ports":[80]}]}`,
 		`not json`,
 	} {
 		if _, err := Parse([]byte(js)); err == nil {

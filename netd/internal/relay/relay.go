@@ -34,34 +34,30 @@ type Relay struct {
 	Events   *Events
 	dnsSlots chan struct{}
 
-	guestMu sync.Mutex
-	guestW  *bufio.Writer
-	ipID    uint16
+	guestMu      sync.Mutex
+	guestScratch []byte
+	ipID         uint16
 }
 
 const bufSize = 256 * 1024
 
 // Run relays until either side closes or breaks the framing; it returns
-// the first error (io.EOF when the guest side closed).
+// the first error (io.EOF when the guest side closed). Every frame is
+// written on its own, in one call (see frames.WriteFrame): batching frames
+// into buffered writes would let the stream be cut inside a length prefix.
 func (r *Relay) Run() error {
-	r.guestW = bufio.NewWriterSize(r.Guest, bufSize)
 	r.dnsSlots = make(chan struct{}, 32)
+	r.guestScratch = frames.Scratch()
 	errs := make(chan error, 2)
 	go func() { errs <- r.fromGuest() }()
 	go func() { errs <- r.toGuest() }()
 	return <-errs
 }
 
-func (r *Relay) writeGuest(frame []byte, flush bool) error {
+func (r *Relay) writeGuest(frame []byte) error {
 	r.guestMu.Lock()
 	defer r.guestMu.Unlock()
-	if err := frames.WriteFrame(r.guestW, frame); err != nil {
-		return err
-	}
-	if flush {
-		return r.guestW.Flush()
-	}
-	return nil
+	return frames.WriteFrame(r.Guest, frame, r.guestScratch)
 }
 
 func (r *Relay) toGuest() error {
@@ -72,7 +68,7 @@ func (r *Relay) toGuest() error {
 		if err != nil {
 			return fmt.Errorf("network side: %w", err)
 		}
-		if err := r.writeGuest(frame, br.Buffered() == 0); err != nil {
+		if err := r.writeGuest(frame); err != nil {
 			return fmt.Errorf("guest side: %w", err)
 		}
 	}
@@ -80,8 +76,8 @@ func (r *Relay) toGuest() error {
 
 func (r *Relay) fromGuest() error {
 	br := bufio.NewReaderSize(r.Guest, bufSize)
-	bw := bufio.NewWriterSize(r.Net, bufSize)
 	buf := make([]byte, frames.MaxFrame)
+	scratch := frames.Scratch()
 	for {
 		frame, err := frames.ReadFrame(br, buf)
 		if err != nil {
@@ -91,12 +87,7 @@ func (r *Relay) fromGuest() error {
 			return fmt.Errorf("guest side: %w", err)
 		}
 		if r.judge(frame) {
-			if err := frames.WriteFrame(bw, frame); err != nil {
-				return fmt.Errorf("network side: %w", err)
-			}
-		}
-		if br.Buffered() == 0 {
-			if err := bw.Flush(); err != nil {
+			if err := frames.WriteFrame(r.Net, frame, scratch); err != nil {
 				return fmt.Errorf("network side: %w", err)
 			}
 		}
@@ -107,12 +98,12 @@ func (r *Relay) fromGuest() error {
 // queries are answered here; refusals are recorded.
 func (r *Relay) judge(frame []byte) bool {
 	eth, err := frames.ParseEthernet(frame)
-	if err != nil {
+	if err != nil || len(frame) > frames.MaxForward {
 		return false
 	}
 	switch eth.EtherType {
 	case frames.EtherARP:
-		return true
+		return frames.ValidARP(frame, r.Policy.Config().GuestIP)
 	case frames.EtherIPv4:
 	default:
 		// IPv6 and anything else: the guest's stack sends some on its own (neighbour discovery), not worth a record.
@@ -121,6 +112,11 @@ func (r *Relay) judge(frame []byte) bool {
 	ip, err := frames.ParseIPv4(eth.Payload)
 	if err != nil {
 		r.Events.Blocked("ip", netip.Addr{}, 0, "malformed IPv4 packet: "+err.Error())
+		return false
+	}
+	// Nothing rides behind the packet but Ethernet's minimum padding: what passt reads is exactly what was judged.
+	if 14+ip.Total != len(frame) && !(len(frame) == 60 && 14+ip.Total < 60) {
+		r.Events.Blocked(protoName(ip.Protocol), ip.Dst, ip.DstPort, "bytes after the end of the IP packet")
 		return false
 	}
 	d := r.Policy.Decide(ip.Src, ip.Dst, ip.Protocol, ip.DstPort, ip.Fragment)
@@ -174,7 +170,7 @@ func (r *Relay) answerDNS(eth frames.Ethernet, ip frames.IPv4, payload []byte) {
 }
 
 func (r *Relay) resolve(q dnsanswer.Query) []byte {
-	if q.Class != dnsanswer.ClassIN {
+	if q.Opcode() != 0 || q.Class != dnsanswer.ClassIN {
 		return dnsanswer.Answer(q, dnsanswer.RcodeNotImp, nil, 0)
 	}
 	if !r.Policy.NameAllowed(q.Name) {
@@ -190,7 +186,8 @@ func (r *Relay) resolve(q dnsanswer.Query) []byte {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	addrs, err := r.Resolve(ctx, q.Name)
+	// Absolute: the host's search domains must not turn an allowed name into one of the host's internal names.
+	addrs, err := r.Resolve(ctx, q.Name+".")
 	if err != nil {
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
@@ -239,7 +236,7 @@ func (r *Relay) replyDNS(eth frames.Ethernet, ip frames.IPv4, msg []byte) {
 	id := r.ipID
 	r.guestMu.Unlock()
 	frame := frames.UDPReply(eth.Src, eth.Dst, ip.Dst, ip.Src, 53, ip.SrcPort, id, msg)
-	_ = r.writeGuest(frame, true)
+	_ = r.writeGuest(frame)
 }
 
 // Events records what the policy refused, as JSON lines, for

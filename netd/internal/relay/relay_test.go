@@ -76,7 +76,10 @@ func start(t *testing.T, cfg string) *harness {
 		Net:    netInner,
 		Policy: policy.New(c, func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil }),
 		Resolve: func(_ context.Context, name string) ([]netip.Addr, error) {
-			switch name {
+			if !strings.HasSuffix(name, ".") {
+				t.Errorf("%q is resolved relative to the host's search domains", name)
+			}
+			switch strings.TrimSuffix(name, ".") {
 			case "public.test":
 				return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 			case "rebind.test":
@@ -94,7 +97,7 @@ func start(t *testing.T, cfg string) *harness {
 func send(t *testing.T, c net.Conn, frame []byte) {
 	t.Helper()
 	_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	if err := frames.WriteFrame(c, frame); err != nil {
+	if err := frames.WriteFrame(c, frame, frames.Scratch()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -230,5 +233,69 @@ func TestEventsAreFoldedAndCapped(t *testing.T) {
 	}
 	if n := strings.Count(b.String(), "\n"); n != 3 || !strings.Contains(b.String(), "suppressed") {
 		t.Errorf("capped: %s", b.String())
+	}
+}
+
+func TestFramesWithTrailingBytesOrOversizedAreDropped(t *testing.T) {
+	h := start(t, `{`+base+`}`)
+	allowed := tcpSyn(netip.MustParseAddr("93.184.216.34"), 443)
+	// The allowed packet with something riding behind it: passt must never see the rider.
+	rider := append(append([]byte{}, allowed...), []byte("\x00\x00\x00\x40hidden frame")...)
+	send(t, h.guest, rider)
+	arpCarrier := make([]byte, 300)
+	copy(arpCarrier, dnsQuery("x.test")[:14])
+	arpCarrier[12], arpCarrier[13] = 0x08, 0x06
+	send(t, h.guest, arpCarrier)
+	send(t, h.guest, allowed)
+	got, err := receive(h.network, 2*time.Second)
+	if err != nil || !bytes.Equal(got, allowed) {
+		t.Fatalf("the first frame on the network must be the clean one: %v % x", err, got)
+	}
+}
+
+// recorder is a network side that remembers each Write call.
+type recorder struct {
+	net.Conn
+	mu    sync.Mutex
+	calls [][]byte
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, append([]byte(nil), p...))
+	r.mu.Unlock()
+	return len(p), nil
+}
+
+func TestEachForwardedFrameIsOneWrite(t *testing.T) {
+	c, _ := policy.Parse([]byte(`{` + base + `}`))
+	guestOuter, guestInner := net.Pipe()
+	netOuter, netInner := net.Pipe()
+	t.Cleanup(func() { guestOuter.Close(); netOuter.Close() })
+	rec := &recorder{Conn: netInner}
+	r := &Relay{Guest: guestInner, Net: rec, Policy: policy.New(c, func() ([]netip.Addr, error) { return nil, nil }), Events: NewEvents(&lockedBuffer{}, 10)}
+	go func() { _ = r.Run() }()
+	for i := 0; i < 50; i++ {
+		send(t, guestOuter, tcpSyn(netip.MustParseAddr("93.184.216.34"), uint16(1000+i)))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		rec.mu.Lock()
+		n := len(rec.calls)
+		rec.mu.Unlock()
+		if n == 50 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.calls) != 50 {
+		t.Fatalf("%d writes for 50 frames", len(rec.calls))
+	}
+	for i, call := range rec.calls {
+		if int(binary.BigEndian.Uint32(call[:4]))+4 != len(call) {
+			t.Fatalf("write %d is not exactly one frame", i)
+		}
 	}
 }

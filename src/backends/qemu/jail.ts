@@ -1,5 +1,6 @@
 import { lstat, readlink, stat } from "node:fs/promises";
 import { dirname, isAbsolute } from "node:path";
+import type { Readable } from "node:stream";
 import { debug, warnOnce } from "../../util/log.js";
 import { runTool, which } from "../../util/proc.js";
 import { inspectCgroups, type CgroupSupport } from "./cgroup.js";
@@ -251,4 +252,78 @@ export async function jailCommand(host: JailHost, qemu: { binary: string; args: 
     ...qemu.args,
   ];
   return { file: host.bwrap, args, infoFd: 4 };
+}
+
+/** The pid bubblewrap reports (as JSON on its info fd) for the process it confined (QEMU, the network helper). */
+export async function confinedPid(info: Readable, deadline: number): Promise<number> {
+  let text = "";
+  try {
+    return await new Promise<number>((resolvePromise, reject) => {
+      const timer = setTimeout(() => reject(new Error("no pid report from bubblewrap in time")), Math.max(0, deadline - Date.now()));
+      const settle = () => {
+        try {
+          const pid = (JSON.parse(text) as { "child-pid"?: unknown })["child-pid"];
+          if (typeof pid === "number" && Number.isInteger(pid) && pid > 1) {
+            clearTimeout(timer);
+            resolvePromise(pid);
+          }
+        } catch {
+          // not complete yet
+        }
+      };
+      info.setEncoding("utf8");
+      info.on("data", (chunk: string) => {
+        text += chunk;
+        if (text.length > 4096) reject(new Error("bubblewrap's pid report is too long"));
+        settle();
+      });
+      info.on("end", () => {
+        settle();
+        clearTimeout(timer);
+        reject(new Error(`bubblewrap exited without reporting a pid${text ? ` (${text.trim()})` : ""}`));
+      });
+      info.on("error", reject);
+    });
+  } finally {
+    info.destroy();
+  }
+}
+
+/**
+ * bubblewrap for the network helper when pyro runs as root: its own PID,
+ * IPC and UTS namespaces (it cannot see or signal any QEMU or another VM's
+ * helper, although they share a user), the host's network (it needs it), a
+ * read-only view of the host, and its VM's QEMU directory writable for its
+ * socket. Undefined when that is not possible; the helper then runs as is.
+ */
+export function helperSandbox(host: JailHost, writableDir: string): { file: string; args: string[]; infoFd: number } | undefined {
+  if (!host.bwrap || host.userNamespace) return undefined;
+  return {
+    file: host.bwrap,
+    args: [
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--new-session",
+      "--as-pid-1",
+      "--ro-bind",
+      "/",
+      "/",
+      "--dev",
+      "/dev",
+      "--proc",
+      "/proc",
+      "--tmpfs",
+      "/tmp",
+      "--bind",
+      writableDir,
+      writableDir,
+      "--chdir",
+      writableDir,
+      "--info-fd",
+      "4",
+      "--",
+    ],
+    infoFd: 4,
+  };
 }

@@ -1,5 +1,5 @@
 import { createWriteStream } from "node:fs";
-import { chown, rm } from "node:fs/promises";
+import { lchown, rm } from "node:fs/promises";
 import { createServer, type Socket } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { ErrorCode, PyroError } from "../../errors.js";
@@ -31,7 +31,8 @@ export async function saveVmState(qmpSocket: string, target: SaveTarget, deadlin
   });
   const qmp = await QmpClient.connect(qmpSocket, deadline);
   try {
-    if (target.owner) await chown(target.socketPath, target.owner.uid, target.owner.gid);
+    // lchown: by now QEMU (whose directory this is) could have put a link here; that must not redirect the change.
+    if (target.owner) await lchown(target.socketPath, target.owner.uid, target.owner.gid);
     // One stream, then nobody else may connect.
     void connected.then((socket) => {
       server.close();

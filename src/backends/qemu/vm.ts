@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { chown, mkdir, readFile, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { chown, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -9,57 +10,135 @@ import { qemuBinary } from "../../config.js";
 import { ErrorCode, PyroError } from "../../errors.js";
 import { tryLock } from "../../util/lock.js";
 import { debug } from "../../util/log.js";
-import { killAndWait, processStartTime } from "../../util/proc.js";
+import { CONFINED_ENV, killAndWait, killTree, processStartTime } from "../../util/proc.js";
 import { AGENT_PORTS, qemuArgs, type LaunchSpec } from "./argv.js";
 import { isKvmFailure, type Accel } from "./accel.js";
 import { joinCgroup } from "./cgroup.js";
-import { jailCommand, type JailHost } from "./jail.js";
+import { confinedPid, jailCommand, type JailHost } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
-/**
- * Files of one VM inside its directory. Socket paths must stay under the
- * 107-byte limit. QEMU sees (and may write) only `jailDir`: its disk and the
- * sockets it serves. The record, logs and locks beside it are pyro's alone.
- */
-export interface VmFiles {
-  dir: string;
-  jailDir: string;
-  disk: string;
+/** QEMU's control, console and agent sockets. */
+export interface VmSockets {
   qmp: string;
   serial: string;
   agents: string[];
+}
+
+/**
+ * Files of one VM inside its directory. Socket paths must stay under the
+ * 107-byte limit. QEMU sees (and may write) only `jailDir`: its disk, and the
+ * sockets it creates there (`bound`). Before the guest runs any code, pyro
+ * moves those sockets into `sockDir`, which QEMU cannot write: a QEMU taken
+ * over by its guest could otherwise swap a socket for a link to another VM's
+ * and have pyro send that VM this one's commands and files. The record, logs
+ * and locks are pyro's alone.
+ */
+export interface VmFiles extends VmSockets {
+  dir: string;
+  jailDir: string;
+  sockDir: string;
+  disk: string;
+  /** Where QEMU creates its sockets (moved to the VmSockets paths once it has). */
+  bound: VmSockets;
   /** The network helper's socket, to which QEMU connects the guest's NIC. */
   net: string;
   qemuLog: string;
   portLocks: string[];
 }
 
+function socketsIn(dir: string): VmSockets {
+  return {
+    qmp: join(dir, "qmp.sock"),
+    serial: join(dir, "serial.sock"),
+    agents: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `agent${i}.sock`)),
+  };
+}
+
 export function vmFiles(dir: string): VmFiles {
   const jailDir = join(dir, "qemu");
+  const sockDir = join(dir, "sock");
   return {
     dir,
     jailDir,
+    sockDir,
     disk: join(jailDir, "disk.qcow2"),
-    qmp: join(jailDir, "qmp.sock"),
-    serial: join(jailDir, "serial.sock"),
-    agents: Array.from({ length: AGENT_PORTS }, (_, i) => join(jailDir, `agent${i}.sock`)),
+    ...socketsIn(sockDir),
+    bound: socketsIn(jailDir),
     net: join(jailDir, "net.sock"),
     qemuLog: join(dir, "qemu.log"),
     portLocks: Array.from({ length: AGENT_PORTS }, (_, i) => join(dir, `port${i}`)),
   };
 }
 
-/** Creates the directory QEMU works in, owned by the user QEMU runs as. */
+/**
+ * Makes the directory QEMU works in ready for a new QEMU, owned by the user
+ * QEMU runs as. A previous QEMU of this VM (perhaps taken over by its guest)
+ * may have left anything there, so everything but the disk is removed, and
+ * the disk must still be a regular file with one link: pyro, as root, is
+ * about to hand it to QEMU's user and must not follow a link to a host file.
+ * No QEMU of this VM runs now, and no other process of the QEMU user can
+ * reach this directory (the VM directory above it is pyro's, 0700).
+ */
 export async function prepareJailDir(files: VmFiles, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  await mkdir(files.sockDir, { recursive: true, mode: 0o700 });
   await mkdir(files.jailDir, { recursive: true, mode: 0o700 });
+  const dir = await lstat(files.jailDir);
+  if (!dir.isDirectory()) throw tampered(files, `${files.jailDir} is not a directory`);
+  for (const name of await readdir(files.jailDir)) {
+    const path = join(files.jailDir, name);
+    if (path === files.disk) await checkDisk(files);
+    else await rm(path, { recursive: true, force: true });
+  }
   if (owner) await chown(files.jailDir, owner.uid, owner.gid);
 }
 
+/** The VM's disk, checked to be a regular file of its own, is given to QEMU's user (through a descriptor, never a path that could be swapped). */
+export async function handDiskTo(files: VmFiles, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  const handle = await open(files.disk, constants.O_RDWR | constants.O_NOFOLLOW);
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || info.nlink !== 1) throw tampered(files, "the disk is not a regular file with a single link");
+    await handle.chmod(0o600);
+    if (owner) await handle.chown(owner.uid, owner.gid);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function checkDisk(files: VmFiles): Promise<void> {
+  const info = await lstat(files.disk);
+  if (!info.isFile() || info.nlink !== 1) throw tampered(files, "the disk is not a regular file with a single link");
+}
+
+function tampered(files: VmFiles, what: string): PyroError {
+  return new PyroError(ErrorCode.stateError, `${files.dir}: ${what}; its QEMU may have been taken over by the guest`, {
+    hint: "delete this VM or workspace; nothing of it can be trusted",
+  });
+}
+
+/**
+ * Moves the sockets QEMU created into the directory only pyro can write.
+ * Called while QEMU is still paused, before any guest code ran, so the
+ * sockets are QEMU's own; renaming a bound socket keeps it working.
+ */
+async function adoptSockets(files: VmFiles): Promise<void> {
+  const pairs: [string, string][] = [
+    [files.bound.qmp, files.qmp],
+    [files.bound.serial, files.serial],
+    ...files.bound.agents.map((path, i): [string, string] => [path, files.agents[i]!]),
+  ];
+  for (const [from, to] of pairs) {
+    const info = await lstat(from);
+    if (!info.isSocket()) throw new PyroError(ErrorCode.bootFailed, `QEMU did not create the socket ${from}`);
+    await rename(from, to);
+  }
+}
+
 export function checkSocketPaths(files: VmFiles): void {
-  const longest = [files.qmp, files.serial, files.net, ...files.agents].reduce((a, b) => (a.length > b.length ? a : b));
+  const longest = [files.qmp, files.serial, files.net, ...files.agents, ...files.bound.agents].reduce((a, b) => (a.length > b.length ? a : b));
   if (Buffer.byteLength(longest) > 100) {
     throw new PyroError(ErrorCode.stateError, `the state directory path is too long for unix sockets (${longest})`, {
-      hint: "set PYRO_STATE_DIR to a shorter path, e.g. /var/tmp/pyro",
+      hint: "set PYRO_STATE_DIR to a shorter path of your own, e.g. mkdir -m 700 /var/tmp/pyro-$USER",
     });
   }
 }
@@ -163,6 +242,8 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     try {
       return spawn(command.file, command.args, {
         cwd: files.jailDir,
+        // Nothing of pyro's environment (tokens, credentials) for a process a guest may take over.
+        env: CONFINED_ENV,
         detached: true,
         stdio: ["ignore", logFd, logFd, stateFd ?? "ignore", command.infoFd === undefined ? "ignore" : "pipe"],
       });
@@ -191,7 +272,8 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     try {
       qemuPid = await confinedPid(info, Math.min(options.deadline, Date.now() + 15_000));
     } catch (error) {
-      await killAndWait(child.pid, await processStartTime(child.pid));
+      // bubblewrap may have started QEMU without telling us: take everything below it.
+      await killTree(child.pid);
       const log = await tail(files.qemuLog);
       throw new PyroError(ErrorCode.bootFailed, `the guest failed to boot: QEMU's sandbox did not start (${error instanceof Error ? error.message : String(error)})`, {
         cause: error,
@@ -225,7 +307,9 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
       return Promise.race([promise, exitPromise]);
     };
 
-    qmp = await race(QmpClient.connect(files.qmp, Math.min(options.deadline, Date.now() + 15_000)));
+    qmp = await race(QmpClient.connect(files.bound.qmp, Math.min(options.deadline, Date.now() + 15_000)));
+    // QEMU answers QMP only after it made every chardev socket; none of the guest's code has run yet.
+    await race(adoptSockets(files));
     serial.attach(await race(connectUnix(files.serial, options.deadline)));
     mark("QMP and console connected");
     if (spec.incomingFd !== undefined) {
@@ -278,41 +362,6 @@ async function waitForIncoming(qmp: QmpClient, deadline: number): Promise<void> 
     await new Promise((r) => setTimeout(r, 2));
   }
   throw new PyroError(ErrorCode.bootTimeout, "restoring the saved state did not finish in time");
-}
-
-/** The pid bubblewrap reports (as JSON on its info fd) for the process it confined: QEMU. */
-async function confinedPid(info: Readable, deadline: number): Promise<number> {
-  let text = "";
-  try {
-    return await new Promise<number>((resolvePromise, reject) => {
-      const timer = setTimeout(() => reject(new Error("no pid report from bubblewrap in time")), Math.max(0, deadline - Date.now()));
-      const settle = () => {
-        try {
-          const pid = (JSON.parse(text) as { "child-pid"?: unknown })["child-pid"];
-          if (typeof pid === "number" && Number.isInteger(pid) && pid > 1) {
-            clearTimeout(timer);
-            resolvePromise(pid);
-          }
-        } catch {
-          // not complete yet
-        }
-      };
-      info.setEncoding("utf8");
-      info.on("data", (chunk: string) => {
-        text += chunk;
-        if (text.length > 4096) reject(new Error("bubblewrap's pid report is too long"));
-        settle();
-      });
-      info.on("end", () => {
-        settle();
-        clearTimeout(timer);
-        reject(new Error(`bubblewrap exited without reporting a pid${text ? ` (${text.trim()})` : ""}`));
-      });
-      info.on("error", reject);
-    });
-  } finally {
-    info.destroy();
-  }
 }
 
 /** Supplementary groups the QEMU user needs: the group that may open /dev/kvm. */

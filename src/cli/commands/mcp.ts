@@ -17,7 +17,7 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
     .addOption(new Option("--transport <transport>", "stdio, or Streamable HTTP on /mcp").choices(["stdio", "http"]).default("stdio"))
     .option("--host <host>", "address to listen on with --transport http (default loopback)", "127.0.0.1")
     .addOption(new Option("--port <port>", "port to listen on with --transport http (0 picks a free one)").default(8765).argParser(intParser("--port", "port")))
-    .option("--allow-root <dir>", "a host directory whose files models may name as seed_path or source_path (repeatable; default: the current directory, never /)", collect, [])
+    .option("--allow-root <dir>", "a host directory whose files models may name as seed_path or source_path (repeatable; default: the current directory, unless it is / or the home directory or above it)", collect, [])
     .option("--allow-host <name>", "limit every guest's network to these host names (repeatable; *.example.org for subdomains); tools may narrow it, never widen it", collect, [])
     .option("--allow-host-compat", "when no guest can boot on this host, let tools run commands on the host WITHOUT isolation (default off; models cannot turn it on)")
     .addHelpText(
@@ -33,7 +33,8 @@ The operator opens other destinations with PYRO_NETWORK_ALLOW_DESTINATIONS.
 
 Host files: a model may name as seed_path or source_path only paths under the
 --allow-root directories (symlinks resolved); anything else is refused with
-source_refused. Started from /, no directory is shared unless named.
+source_refused. Started from /, the home directory or above it, no directory
+is shared unless named.
 
 With --transport http every request needs "Authorization: Bearer <token>",
 on loopback too. The token is PYRO_MCP_TOKEN, or generated and printed on
