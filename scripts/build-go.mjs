@@ -1,5 +1,6 @@
 // Builds pyro's Go programs (standard library only, static): the guest agent
-// into dist/guest/ and the host-side network helper into dist/netd/.
+// into dist/guest/, and the host-side helpers (the network helper and QEMU's
+// launcher) into dist/netd/.
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -9,6 +10,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const programs = [
   { module: "guest", pkg: "./cmd/pyro-agent", out: join(root, "dist", "guest", "pyro-agent") },
   { module: "netd", pkg: "./cmd/pyro-netd", out: join(root, "dist", "netd", "pyro-netd") },
+  { module: "netd", pkg: "./cmd/pyro-launch", out: join(root, "dist", "netd", "pyro-launch") },
 ];
 for (const program of programs) {
   mkdirSync(dirname(program.out), { recursive: true });

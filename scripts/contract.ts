@@ -58,6 +58,7 @@ const ENV_VARS: Record<string, string> = {
   PYRO_QEMU_USER: "The unprivileged user QEMU runs as when pyro runs as root (created on first use). Default `pyro-qemu`.",
   PYRO_CONFINEMENT: "`off` runs QEMU without its confinement (user, seccomp, namespaces, cgroup), for measuring its cost or debugging QEMU; never the default.",
   PYRO_NETD_PATH: "The network helper behind guests with network. Default `dist/netd/pyro-netd` of the package.",
+  PYRO_LAUNCH_PATH: "The launcher that starts QEMU and the network helper (no transparent huge pages, joins the VM's cgroup before exec). Default `dist/netd/pyro-launch` of the package.",
   PYRO_PROGRESS: "`1` shows CLI progress lines on stderr even when stderr is not a terminal.",
   PYRO_DEBUG: "`1` or `true`: debug lines on stderr.",
 };

@@ -67,6 +67,11 @@ export function agentBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.PYRO_AGENT_PATH ?? join(packageRoot(), "dist", "guest", "pyro-agent");
 }
 
+/** The launcher that starts QEMU and the network helper (netd/cmd/pyro-launch), built by `npm run build`. */
+export function launcherPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.PYRO_LAUNCH_PATH ?? join(packageRoot(), "dist", "netd", "pyro-launch");
+}
+
 /** The host-side network helper built by `npm run build` (see src/network/helper.ts). */
 export function netdBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.PYRO_NETD_PATH ?? join(packageRoot(), "dist", "netd", "pyro-netd");

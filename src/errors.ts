@@ -38,6 +38,30 @@ export const ErrorCode = {
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * What to do about each kind of failure, when the place that raised it had
+ * nothing more specific to say: every error carries a hint. Written for any
+ * caller (CLI, SDK or a model), so they name no surface's flags, and none
+ * suggests turning isolation off.
+ */
+export const DEFAULT_HINTS: Record<ErrorCodeValue, string> = {
+  invalid_argument: "correct the named argument; the message says what is accepted",
+  unknown_environment: "list the environments with `pyro env list` (vm_list_environments)",
+  guest_unavailable: "`pyro doctor` shows what this host lacks to boot guests",
+  environment_build_failed: "see the message for the failing step; building needs root and Debian's archive",
+  boot_failed: "retry once; if it fails again, `pyro doctor` checks the host",
+  boot_timeout: "the host may be overloaded: retry, or give boots more time (PYRO_BOOT_TIMEOUT_SECONDS)",
+  agent_error: "retry the call; if the VM keeps failing, delete it and create a new one",
+  vm_not_found: "it may have expired or been deleted; list the live VMs (`pyro vm list`)",
+  vm_not_running: "start it, or delete it and create a new one",
+  workspace_not_found: "it may have expired or been deleted; list the live workspaces (`pyro workspace list`)",
+  source_refused: "remove or fix the named entry, or copy only what the workspace needs",
+  source_too_large: "copy less at a time (subdirectories one by one), leaving build outputs out",
+  state_error: "check the state directory's permissions and free space",
+  cancelled: "run it again when you want the result",
+  internal: "this is a bug in pyro; rerun with PYRO_DEBUG=1 and report the output",
+};
+
 export interface PyroErrorOptions {
   /** What the user can do about it. */
   hint?: string;
@@ -48,22 +72,23 @@ export interface PyroErrorOptions {
 
 export class PyroError extends Error {
   readonly code: ErrorCodeValue;
-  readonly hint: string | undefined;
+  /** What to do about it; never empty (DEFAULT_HINTS when the raiser had nothing better). */
+  readonly hint: string;
   readonly details: Record<string, unknown> | undefined;
 
   constructor(code: ErrorCodeValue, message: string, options: PyroErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "PyroError";
     this.code = code;
-    this.hint = options.hint;
+    this.hint = options.hint || DEFAULT_HINTS[code];
     this.details = options.details;
   }
 
-  toJSON(): { code: ErrorCodeValue; message: string; hint?: string; details?: Record<string, unknown> } {
+  toJSON(): { code: ErrorCodeValue; message: string; hint: string; details?: Record<string, unknown> } {
     return {
       code: this.code,
       message: this.message,
-      ...(this.hint === undefined ? {} : { hint: this.hint }),
+      hint: this.hint,
       ...(this.details === undefined ? {} : { details: this.details }),
     };
   }
@@ -86,8 +111,5 @@ export function toPyroError(error: unknown): PyroError {
     return new PyroError(ErrorCode.cancelled, "the operation was cancelled", { cause: error });
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new PyroError(ErrorCode.internal, message, {
-    cause: error,
-    hint: "this is a bug in pyro; rerun with PYRO_DEBUG=1 and report the output",
-  });
+  return new PyroError(ErrorCode.internal, message, { cause: error });
 }

@@ -200,7 +200,11 @@ export class AgentSession {
    * stages and checks everything before moving it into place, so a refused or
    * interrupted transfer leaves `dest` as it was.
    */
-  async putTar(dest: string, archive: AsyncIterable<Buffer | Uint8Array> | Iterable<Buffer | Uint8Array>, options: { maxBytes: number; maxEntries: number; deadline: number }): Promise<PutTarReply> {
+  async putTar(
+    dest: string,
+    archive: AsyncIterable<Buffer | Uint8Array> | Iterable<Buffer | Uint8Array>,
+    options: { maxBytes: number; maxEntries: number; deadline: number; signal?: AbortSignal },
+  ): Promise<PutTarReply> {
     const id = this.nextId++;
     let settled = false;
     let rejectEarly: (error: PyroError) => void = () => undefined;
@@ -244,7 +248,7 @@ export class AgentSession {
       size = 0;
       const header: FrameHeader = first ? { type: "put_tar", id, dest, max_bytes: options.maxBytes, max_entries: options.maxEntries } : { type, id };
       first = false;
-      if (!this.socket.write(encodeFrame(header, payload))) await new Promise((r) => this.socket.once("drain", r));
+      if (!this.socket.write(encodeFrame(header, payload))) await this.drained(options.deadline, options.signal);
     };
     try {
       for await (const chunk of archive) {
@@ -272,6 +276,41 @@ export class AgentSession {
       }
     }
     return reply;
+  }
+
+  /**
+   * Waits until the socket takes more data. A guest that stops reading must
+   * not hold the caller (and the port's lock) past its deadline or a cancel.
+   */
+  private drained(deadline: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolvePromise, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.socket.off("drain", onDrain);
+        this.socket.off("close", onClose);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onDrain = () => {
+        cleanup();
+        resolvePromise();
+      };
+      const onClose = () => {
+        cleanup();
+        reject(agentError("the connection to the guest agent closed while sending files"));
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(new PyroError(ErrorCode.cancelled, "cancelled while sending files to the guest"));
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(agentError("the guest agent stopped taking files before the deadline", "retry; a guest that stops reading is busy or broken"));
+      }, Math.max(0, deadline - Date.now()));
+      if (signal?.aborted) return onAbort();
+      this.socket.once("drain", onDrain);
+      this.socket.once("close", onClose);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   /**

@@ -27,6 +27,8 @@ export type SourceMode = "directory" | "tar_archive";
 export interface CheckedSource {
   path: string;
   mode: SourceMode;
+  /** For an archive: gzip-compressed or plain, by its first bytes (never by its name). */
+  gzip: boolean;
   entries: number;
   bytes: number;
 }
@@ -195,14 +197,21 @@ export async function forEachTarEntry(path: string | Readable, visit: (entry: Re
   });
 }
 
-async function isTarFile(path: string): Promise<boolean> {
-  if (/\.(tar|tar\.gz|tgz)$/i.test(path)) return true;
+/**
+ * Whether a file is a tar archive, and whether it is gzip-compressed, by its
+ * first bytes. The same answer decides how it is checked and how it is sent,
+ * so a gzip archive named `seed.tar` (or nothing at all) works, and a name
+ * never makes pyro send bytes it did not check as they will be read.
+ */
+async function archiveFormat(path: string): Promise<{ gzip: boolean } | undefined> {
   const handle = await open(path, "r");
   try {
     const head = Buffer.alloc(512);
     const { bytesRead } = await handle.read(head, 0, 512, 0);
-    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return true;
-    return bytesRead >= 262 && head.subarray(257, 262).toString("latin1") === "ustar";
+    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return { gzip: true };
+    if (bytesRead >= 262 && head.subarray(257, 262).toString("latin1") === "ustar") return { gzip: false };
+    // An old-style (v7) tar has no magic; its name is all there is to go by.
+    return /\.tar$/i.test(path) ? { gzip: false } : undefined;
   } finally {
     await handle.close();
   }
@@ -219,14 +228,15 @@ export async function checkSource(path: string, limits: SourceLimits = DEFAULT_S
   const checker = new TreeChecker(limits);
   if (info.isDirectory()) {
     await walk(path, "", checker);
-    return { path, mode: "directory", entries: checker.entries, bytes: checker.bytes };
+    return { path, mode: "directory", gzip: false, entries: checker.entries, bytes: checker.bytes };
   }
-  if (info.isFile() && (await isTarFile(path))) {
+  const format = info.isFile() ? await archiveFormat(path) : undefined;
+  if (format) {
     await forEachTarEntry(path, (entry) => {
       const { kind, typeName } = kindOfEntry(entry);
       checker.check(entry.path, kind, { size: entry.size, linkTarget: entry.linkpath, typeName });
     });
-    return { path, mode: "tar_archive", entries: checker.entries, bytes: checker.bytes };
+    return { path, mode: "tar_archive", gzip: format.gzip, entries: checker.entries, bytes: checker.bytes };
   }
   throw new InvalidArgumentError(field, `${path} is neither a directory nor a .tar, .tar.gz or .tgz archive`);
 }
@@ -246,32 +256,46 @@ async function walk(root: string, relative: string, checker: TreeChecker): Promi
 /**
  * The checked source as an uncompressed tar stream, for the guest agent. A
  * directory is packed without following symlinks and with the same checks
- * applied again to what is actually read (the tree may change meanwhile).
+ * applied again to what is actually read (the tree may change meanwhile):
+ * an entry that fails them now ends the stream with that error, which fails
+ * this transfer and only this one.
  */
 export function tarStreamOf(source: CheckedSource, limits: SourceLimits = DEFAULT_SOURCE_LIMITS): Readable {
   if (source.mode === "tar_archive") {
     const raw = createReadStream(source.path);
-    const gzip = /\.(tar\.gz|tgz)$/i.test(source.path);
-    return gzip ? raw.pipe(createGunzip()) : raw;
+    if (!source.gzip) return raw;
+    const gunzip = createGunzip();
+    raw.on("error", (error) => gunzip.destroy(error));
+    return raw.pipe(gunzip);
   }
   const recheck = new TreeChecker(limits);
-  return createTar(
+  let failed = false;
+  const stream = createTar(
     {
       cwd: source.path,
       portable: true,
       follow: false,
       filter: (path: string, info: Stats | { mode?: number }) => {
+        // node-tar calls this from an fs callback: a throw here would be an uncaught exception.
+        if (failed) return false;
         const stats = info as Stats;
         const { kind, typeName } = kindOfStats(stats);
         if (kind === "other") return false;
         const rel = path.replace(/^\.\/?/, "");
         if (rel === "") return true;
-        recheck.check(rel, kind, { size: stats.size, typeName, linkTarget: kind === "symlink" ? readlinkSafe(join(source.path, rel)) : undefined });
-        return true;
+        try {
+          recheck.check(rel, kind, { size: stats.size, typeName, linkTarget: kind === "symlink" ? readlinkSafe(join(source.path, rel)) : undefined });
+          return true;
+        } catch (error) {
+          failed = true;
+          queueMicrotask(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
+          return false;
+        }
       },
     },
     ["."],
   ) as unknown as Readable;
+  return stream;
 }
 
 function readlinkSafe(path: string): string {

@@ -59,15 +59,21 @@ class InFlight {
   }
 }
 
-/** Turns a tool's result or failure into an MCP result: pyro's failures are results with isError, never protocol errors. */
+/**
+ * Turns a tool's result or failure into an MCP result: pyro's failures are
+ * results with isError, never protocol errors. A failure carries its
+ * `{error: {code, message, hint}}` as text only: structured content must
+ * match the tool's output schema, and clients (the official one among them)
+ * reject a result whose structured content does not.
+ */
 async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown>, context: ToolContext): Promise<CallToolResult> {
   try {
     const result = await tool.run(pyro, args, context);
     return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
   } catch (error) {
     const failure = toPyroError(error);
-    const body = { error: { code: failure.code, message: failure.message, hint: failure.hint ?? null } };
-    return { isError: true, content: [{ type: "text", text: JSON.stringify(body, null, 2) }], structuredContent: body };
+    const body = { error: { code: failure.code, message: failure.message, hint: failure.hint } };
+    return { isError: true, content: [{ type: "text", text: JSON.stringify(body, null, 2) }] };
   }
 }
 
@@ -116,11 +122,12 @@ export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight 
 }
 
 /**
- * Serves MCP on stdin/stdout until stdin closes. Lines that are not JSON-RPC
- * get a parse error reply; on close, running tools are cancelled and their VMs
- * cleaned up before this resolves.
+ * Serves MCP on stdin/stdout until stdin closes or `signal` aborts (SIGTERM,
+ * Ctrl-C). Lines that are not JSON-RPC get a parse error reply; on the way
+ * out, running tools are cancelled and their VMs cleaned up before this
+ * resolves.
  */
-export async function serveStdio(pyro: Pyro, options: McpServerOptions): Promise<void> {
+export async function serveStdio(pyro: Pyro, options: McpServerOptions & { signal?: AbortSignal }): Promise<void> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const inFlight = new InFlight();
   const server = createMcpServer(pyro, options, inFlight);
@@ -141,6 +148,8 @@ export async function serveStdio(pyro: Pyro, options: McpServerOptions): Promise
   };
   process.stdin.once("end", onEnd);
   process.stdin.once("close", onEnd);
+  if (options.signal?.aborted) onEnd();
+  options.signal?.addEventListener("abort", onEnd, { once: true });
   log(`pyro mcp: serving profile ${options.profile} on stdio`);
   await closed;
   await inFlight.cancelAll();

@@ -5,8 +5,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { ErrorCode, PyroError } from "../errors.js";
 import { debug } from "../util/log.js";
-import { joinCgroup } from "../backends/qemu/cgroup.js";
-import { confinedPid } from "../backends/qemu/jail.js";
+import { confinedPid, launched } from "../backends/qemu/jail.js";
 import { CONFINED_ENV, killTree, processStartTime } from "../util/proc.js";
 
 /**
@@ -57,7 +56,7 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
     "--ready-fd", "3",
     ...(options.user ? ["--user", `${options.user.uid}:${options.user.gid}`] : []),
   ];
-  const [file, argv] = options.sandbox ? [options.sandbox.file, [...options.sandbox.args, options.binary, ...args]] : [options.binary, args];
+  const { file, args: argv } = launched(options.sandbox ? { file: options.sandbox.file, args: [...options.sandbox.args, options.binary, ...args] } : { file: options.binary, args }, options.cgroupDirs);
   debug("net", `${file} ${argv.join(" ")}`);
   const events = openSync(options.eventsPath, "a", 0o600);
   const log = openSync(options.logPath, "a", 0o600);
@@ -79,10 +78,7 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
   const ready = child.stdio[3] as Readable;
   let pid = child.pid;
   try {
-    if (options.sandbox && pid !== undefined) {
-      pid = await confinedPid(child.stdio[options.sandbox.infoFd] as Readable, options.deadline);
-      if (options.cgroupDirs) await joinCgroup(options.cgroupDirs, pid);
-    }
+    if (options.sandbox && pid !== undefined) pid = await confinedPid(child.stdio[options.sandbox.infoFd] as Readable, options.deadline);
     await new Promise<void>((resolvePromise, reject) => {
       let text = "";
       const timer = setTimeout(() => reject(new Error("it did not start in time")), Math.max(0, options.deadline - Date.now()));

@@ -102,7 +102,7 @@ export class WorkspaceManager {
       return extractInto(root, root + dest.slice(WORKSPACE_PATH.length), source);
     }
     return this.vms.withSession(record, signal, (session) =>
-      session.putTar(dest, tarStreamOf(source), { ...limitsForAgent(), deadline: Date.now() + 10 * 60_000 }),
+      session.putTar(dest, tarStreamOf(source), { ...limitsForAgent(), deadline: Date.now() + 10 * 60_000, signal }),
     );
   }
 

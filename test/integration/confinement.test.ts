@@ -82,6 +82,14 @@ describe("QEMU is confined", () => {
     assert.ok(Number(readFileSync(`/sys/fs/cgroup/pids/pyro/${vmId}/pids.max`, "utf8")) < 1000);
   });
 
+  test("a restored 1024 MiB guest holds the memory its guest uses, not all of it", () => {
+    const rssKib = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${qemuPid}/status`, "utf8"))?.[1]);
+    // The template's guest had used under 100 MiB; restoring must not make all 1024 MiB resident
+    // (no huge pages for guest RAM, and zero pages never read back in).
+    assert.ok(rssKib < 400 * 1024, `QEMU holds ${Math.round(rssKib / 1024)} MiB`);
+    assert.match(readFileSync(`/proc/${qemuPid}/status`, "utf8"), /THP_enabled:\s+0/);
+  });
+
   test("QEMU inherits nothing of pyro's environment", { skip: !root && "needs root to read another user's environ" }, () => {
     const environ = readFileSync(`/proc/${qemuPid}/environ`, "utf8").split("\0").filter(Boolean);
     // bubblewrap adds PWD for the directory it starts QEMU in.

@@ -65,6 +65,16 @@ async function stdioClient(profile?: string): Promise<{ client: Client; transpor
 
 type Structured = Record<string, unknown>;
 
+/** A pyro failure over MCP: isError, the error as JSON text, and no structured content (it would not match the output schema). */
+function failure(result: unknown): { code: string; message: string; hint: string } {
+  const r = result as { structuredContent?: Structured; isError?: boolean; content?: { text?: string }[] };
+  assert.equal(r.isError, true, JSON.stringify(r));
+  assert.equal(r.structuredContent, undefined);
+  const body = JSON.parse(r.content?.[0]?.text ?? "null") as { error: { code: string; message: string; hint: string } };
+  assert.ok(body.error.hint.length > 0, "every error has a hint");
+  return body.error;
+}
+
 function structured(result: unknown): Structured {
   const r = result as { structuredContent?: Structured; isError?: boolean; content?: { text?: string }[] };
   assert.ok(r.structuredContent, `no structuredContent: ${JSON.stringify(r)}`);
@@ -81,6 +91,8 @@ describe("pyro mcp serve with a real MCP client", () => {
     await ensureEnvironment();
     guestKernel = (await new Pyro().inspectEnvironment("debian:12")).kernelRelease ?? "";
     ({ client } = await stdioClient());
+    // What every real client does first; from then on it checks results against the output schemas.
+    await client.listTools();
   });
 
   afterEach(() => {
@@ -147,15 +159,17 @@ describe("pyro mcp serve with a real MCP client", () => {
     const seven = structured(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "exit 7" } }));
     assert.equal(seven.exit_code, 7);
 
-    const unknown = (await client.callTool({ name: "vm_run", arguments: { environment: "debian:99", command: "true" } })) as { isError?: boolean };
-    assert.equal(unknown.isError, true);
-    const error = structured(unknown).error as { code: string; message: string; hint: string };
+    const error = failure(await client.callTool({ name: "vm_run", arguments: { environment: "debian:99", command: "true" } }));
     assert.equal(error.code, "unknown_environment");
     assert.match(error.hint, /debian:12/);
 
-    const missing = (await client.callTool({ name: "workspace_status", arguments: { workspace_id: "000000000000" } })) as { isError?: boolean };
-    assert.equal(missing.isError, true);
-    assert.equal((structured(missing).error as { code: string }).code, "workspace_not_found");
+    assert.equal(failure(await client.callTool({ name: "workspace_status", arguments: { workspace_id: "000000000000" } })).code, "workspace_not_found");
+    assert.equal(failure(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: "000000000000", command: "true" } })).code, "workspace_not_found");
+    assert.equal(failure(await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: "/etc" } })).code, "source_refused");
+    // A command past its timeout is a result, not a failure.
+    const slow = structured(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "sleep 30", timeout_seconds: 1 } }));
+    assert.equal(slow.timed_out, true);
+    assert.equal(slow.exit_code, 124);
   });
 
   test("invalid arguments are rejected by the schema", async () => {
@@ -194,9 +208,7 @@ describe("pyro mcp serve with a real MCP client", () => {
       ["cat README", "cat in/new.txt"],
     );
     // A push from outside the shared directory is refused, and the workspace is untouched.
-    const outside = (await client.callTool({ name: "workspace_sync_push", arguments: { workspace_id: id, source_path: "/etc" } })) as { isError?: boolean };
-    assert.equal(outside.isError, true);
-    assert.equal((structured(outside).error as { code: string }).code, "source_refused");
+    assert.equal(failure(await client.callTool({ name: "workspace_sync_push", arguments: { workspace_id: id, source_path: "/etc" } })).code, "source_refused");
     assert.equal(structured(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: id, command: "ls /workspace | wc -l" } })).stdout, "2\n");
     assert.deepEqual(structured(await client.callTool({ name: "workspace_delete", arguments: { workspace_id: id } })), { workspace_id: id, deleted: true });
     assert.deepEqual(vmDirsUnder(stateDir), []);
@@ -209,9 +221,7 @@ describe("pyro mcp serve with a real MCP client", () => {
     mkdirSync(nested);
     symlinkSync("../../../../../../etc/passwd", join(nested, "passwd"));
     for (const seed of ["/etc", link, join(nested, "passwd"), join(scratch, "..", "..", "etc"), "../../../../etc"]) {
-      const refused = (await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: seed } })) as { isError?: boolean };
-      assert.equal(refused.isError, true, seed);
-      const error = structured(refused).error as { code: string; message: string; hint: string };
+      const error = failure(await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: seed } }));
       assert.equal(error.code, "source_refused", seed);
       assert.ok(error.message.includes(realpathSync(scratch)), `${seed}: the message names the shared directory: ${error.message}`);
       assert.match(error.hint, /--allow-root/);

@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { checkSource, resolveWorkspaceDest, TreeChecker } from "../../src/agent/tree.js";
+import { checkSource, forEachTarEntry, resolveWorkspaceDest, tarStreamOf, TreeChecker } from "../../src/agent/tree.js";
 import { extractInto } from "../../src/backends/hostCompat/extract.js";
 import { PyroError } from "../../src/errors.js";
 import { makeTar, type RawEntry } from "../tar.js";
@@ -79,7 +79,7 @@ describe("hostile archives are refused before anything is written", () => {
     const before = snapshot(root);
     const bad = archive([{ path: "new-file", data: "new" }, { path: "ok-dir", type: "Directory" }, { path: "../escape", data: "x" }]);
     // Checked directly against extraction (as if the file changed after checkSource).
-    await assert.rejects(extractInto(root, root, { path: bad, mode: "tar_archive", entries: 3, bytes: 4 }), /escape/);
+    await assert.rejects(extractInto(root, root, { path: bad, mode: "tar_archive", gzip: false, entries: 3, bytes: 4 }), /escape/);
     assert.deepEqual(snapshot(root), before);
     assert.equal(existsSync(join(scratch, "escape")), false);
   });
@@ -146,5 +146,47 @@ describe("good trees", () => {
     assert.equal(TreeChecker.clean("./a//b/./c"), "a/b/c");
     assert.equal(TreeChecker.clean("./"), undefined);
     assert.throws(() => TreeChecker.clean("a/../../b"), /leaves/);
+  });
+});
+
+describe("what is sent is what was checked", () => {
+  test("a gzip archive is recognised by its bytes, whatever its name", async () => {
+    for (const name of ["seed.tar", "seed", "seed.bin"]) {
+      const path = join(scratch, `named-${name}`);
+      writeFileSync(path, makeTar([{ path: "dir", type: "Directory" }, { path: "dir/a.txt", data: "A" }], { gzip: true }));
+      const checked = await checkSource(path);
+      assert.equal(checked.mode, "tar_archive", name);
+      assert.equal(checked.gzip, true, name);
+      const names: string[] = [];
+      await forEachTarEntry(tarStreamOf(checked), (entry) => {
+        names.push(entry.path);
+      });
+      assert.deepEqual(names, ["dir", "dir/a.txt"], name);
+    }
+    const plain = join(scratch, "plain-without-extension");
+    writeFileSync(plain, makeTar([{ path: "b.txt", data: "B" }]));
+    assert.equal((await checkSource(plain)).gzip, false);
+  });
+
+  test("a tree that gains a link out while it is packed fails that stream, with no uncaught exception", async () => {
+    const dir = join(scratch, "changing");
+    mkdirSync(join(dir, "sub"), { recursive: true });
+    writeFileSync(join(dir, "sub", "a.txt"), "a");
+    const checked = await checkSource(dir);
+    // After the check, before the pack: a link out appears.
+    symlinkSync("/etc/passwd", join(dir, "sub", "sneaky"));
+    let uncaught: unknown;
+    const onUncaught = (error: unknown) => (uncaught = error);
+    process.on("uncaughtException", onUncaught);
+    try {
+      await assert.rejects(
+        forEachTarEntry(tarStreamOf(checked), () => undefined),
+        (error: unknown) => error instanceof PyroError && error.code === "source_refused" && /sneaky/.test(error.message),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+    assert.equal(uncaught, undefined);
   });
 });

@@ -109,11 +109,6 @@ export async function createCgroup(support: CgroupSupport, name: string, limits:
   return [memory, pids, cpu];
 }
 
-/** Moves a process (all its threads) into the cgroup's directories. */
-export async function joinCgroup(dirs: readonly string[], pid: number): Promise<void> {
-  for (const dir of dirs) await write(join(dir, "cgroup.procs"), String(pid));
-}
-
 /**
  * Removes the cgroup once its processes are gone. The kernel refuses (EBUSY)
  * while a dying process is still being torn down, so this retries briefly.

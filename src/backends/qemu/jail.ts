@@ -1,6 +1,7 @@
 import { lstat, readlink, stat } from "node:fs/promises";
 import { dirname, isAbsolute } from "node:path";
 import type { Readable } from "node:stream";
+import { launcherPath } from "../../config.js";
 import { debug, warnOnce } from "../../util/log.js";
 import { runTool, which } from "../../util/proc.js";
 import { inspectCgroups, type CgroupSupport } from "./cgroup.js";
@@ -325,5 +326,20 @@ export function helperSandbox(host: JailHost, writableDir: string): { file: stri
       "--",
     ],
     infoFd: 4,
+  };
+}
+
+/**
+ * The command behind pyro-launch (netd/cmd/pyro-launch), which turns off
+ * transparent huge pages for it and everything it starts (QEMU madvises
+ * guest RAM for them, so a restore's scattered writes would fill whole 2 MiB
+ * pages) and joins its cgroup before exec, so nothing of it runs outside its
+ * limits.
+ */
+export function launched<T extends { file: string; args: string[] }>(command: T, cgroupDirs: readonly string[] = [], env: NodeJS.ProcessEnv = process.env): T {
+  return {
+    ...command,
+    file: launcherPath(env),
+    args: [...cgroupDirs.flatMap((dir) => ["--cgroup", dir]), "--", command.file, ...command.args],
   };
 }

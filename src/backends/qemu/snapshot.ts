@@ -1,9 +1,11 @@
 import { createWriteStream } from "node:fs";
-import { lchown, rm } from "node:fs/promises";
+import { lchown, rename, rm } from "node:fs/promises";
 import { createServer, type Socket } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { ErrorCode, PyroError } from "../../errors.js";
+import { debug } from "../../util/log.js";
 import { QmpClient } from "./qmp.js";
+import { dropZeroPages, UnknownStreamError } from "./stream.js";
 
 export interface SaveTarget {
   /** Where the state (devices and RAM) is written, mode 0600. */
@@ -30,13 +32,14 @@ export async function saveVmState(qmpSocket: string, target: SaveTarget, deadlin
     server.listen(target.socketPath, () => resolvePromise());
   });
   const qmp = await QmpClient.connect(qmpSocket, deadline);
+  const raw = `${target.statePath}.raw`;
   try {
     // lchown: by now QEMU (whose directory this is) could have put a link here; that must not redirect the change.
     if (target.owner) await lchown(target.socketPath, target.owner.uid, target.owner.gid);
     // One stream, then nobody else may connect.
     void connected.then((socket) => {
       server.close();
-      received = pipeline(socket, createWriteStream(target.statePath, { mode: 0o600 }));
+      received = pipeline(socket, createWriteStream(raw, { mode: 0o600 }));
       received.catch(() => undefined);
     });
     await qmp.execute("stop", undefined, deadline);
@@ -48,6 +51,7 @@ export async function saveVmState(qmpSocket: string, target: SaveTarget, deadlin
       if (info.status === "completed") {
         await connected;
         await withDeadline(received!, deadline, "writing the VM state did not finish in time");
+        await compact(raw, target.statePath);
         return;
       }
       if (info.status === "failed" || info.status === "cancelled") {
@@ -60,6 +64,21 @@ export async function saveVmState(qmpSocket: string, target: SaveTarget, deadlin
     qmp.close();
     server.close();
     await rm(target.socketPath, { force: true });
+    await rm(raw, { force: true });
+  }
+}
+
+/** The saved stream without records of all-zero pages (see stream.ts); the stream as it is when pyro cannot read it. */
+async function compact(raw: string, statePath: string): Promise<void> {
+  try {
+    const { dropped, kept } = await dropZeroPages(raw, statePath);
+    debug("snapshot", `saved ${kept} pages of RAM, left out ${dropped} zero pages`);
+    await rm(raw, { force: true });
+  } catch (error) {
+    if (!(error instanceof UnknownStreamError)) throw error;
+    debug("snapshot", `keeping the stream as QEMU wrote it: ${error.message}`);
+    await rm(statePath, { force: true });
+    await rename(raw, statePath);
   }
 }
 

@@ -13,8 +13,7 @@ import { debug } from "../../util/log.js";
 import { CONFINED_ENV, killAndWait, killTree, processStartTime } from "../../util/proc.js";
 import { AGENT_PORTS, qemuArgs, type LaunchSpec } from "./argv.js";
 import { isKvmFailure, type Accel } from "./accel.js";
-import { joinCgroup } from "./cgroup.js";
-import { confinedPid, jailCommand, type JailHost } from "./jail.js";
+import { confinedPid, jailCommand, launched, type JailHost } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
 /** QEMU's control, console and agent sockets. */
@@ -229,9 +228,10 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   const mark = (what: string) => debug("boot", `${(performance.now() - t0).toFixed(0)} ms ${what}`);
   const binary = options.qemuBinary ?? qemuBinary();
   const args = qemuArgs({ ...spec, seccomp: spec.seccomp ?? options.jail?.host.seccomp ?? false });
-  const command = options.jail
+  const confined = options.jail
     ? await jailCommand(options.jail.host, { binary, args }, { readOnly: options.jail.readOnly, writableDir: files.jailDir, devices: spec.accel === "kvm" ? ["/dev/kvm"] : [] }, await kvmGroups(spec.accel))
     : { file: binary, args, infoFd: undefined };
+  const command = launched(confined, options.jail?.cgroupDirs);
   debug("qemu", `${command.file} ${command.args.join(" ")}`);
   let exited: string | undefined;
   let onExit: (() => void) | undefined;
@@ -283,13 +283,6 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     }
   }
   const qemu: QemuProcess = { pid: qemuPid, startTime: await processStartTime(qemuPid) };
-  if (options.jail?.cgroupDirs) {
-    // QEMU is paused (-S) and has not touched guest memory yet, so moving it now puts all of its use under the limits.
-    await joinCgroup(options.jail.cgroupDirs, qemuPid).catch(async (error: unknown) => {
-      await killAndWait(qemu.pid, qemu.startTime);
-      throw new PyroError(ErrorCode.bootFailed, `could not put QEMU into its cgroup: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-    });
-  }
   const serial = new SerialTail();
   let qmp: QmpClient | undefined;
   let locked: LockedSession | undefined;

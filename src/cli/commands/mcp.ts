@@ -56,7 +56,7 @@ rebinding protection).`,
       if (policy.allowHostCompat) process.stderr.write("pyro mcp: host-compat is ON: when no guest can boot, commands run on this host without isolation\n");
       const options = { profile: flags.profile, version, policy };
       if (flags.transport === "stdio") {
-        await serveStdio(ctx.pyro, options);
+        await serveStdio(ctx.pyro, { ...options, signal: ctx.signal });
         return;
       }
       const token = process.env.PYRO_MCP_TOKEN || undefined;
