@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { chooseAccel } from "../backends/qemu/accel.js";
 import { operatorDestinations } from "../network/policy.js";
 import { packageRoot } from "../config.js";
-import type { ResolvedVmOptions } from "../sdk/validate.js";
+import type { ResolvedVmOptions } from "./types.js";
 import { debug } from "../util/log.js";
 import { tryLock } from "../util/lock.js";
 import type { VmRecord } from "./store.js";
@@ -60,7 +60,7 @@ export class VmPool {
     if (check.state !== "installed" || check.agentChanged) return undefined;
     const environment = await this.vms.environments.ensure(options.environment);
     const { accel } = await chooseAccel(this.vms.paths.stateDir, this.vms.env);
-    const key = await this.vms.templateKey(environment, options, accel);
+    const key = await this.vms.builder.key(environment, options, accel);
     const network = options.network ? { policy: options.networkPolicy, allowHosts: [...options.allowHosts].sort(), destinations: operatorDestinations(this.vms.env) } : null;
     return createHash("sha256")
       .update(JSON.stringify(key, Object.keys(key).sort()))

@@ -1,54 +1,27 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { copyFile, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { copyFile, mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { AgentSession, ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
-import { chooseAccel, hostTscKhz, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
-import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
-import { saveVmState } from "../backends/qemu/snapshot.js";
-import { createCgroup, inspectCgroups, limitsFor, removeCgroup, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
-import { helperSandbox, inspectJail, type JailHost } from "../backends/qemu/jail.js";
-import { bootVm, handDiskTo, openSession, prepareJailDir, shutdownVm, vmFiles, type BootJail, type LockedSession, type VmFiles } from "../backends/qemu/vm.js";
-import { Defaults, netdBinaryPath, qemuBinary, type Paths } from "../config.js";
-import { networkEventsPath, startNetworkHelper, type HelperProcess } from "../network/helper.js";
-import { helperPolicy, operatorDestinations, type OperatorDestination } from "../network/policy.js";
+import { chooseAccel, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
+import { bootVm, openSession, prepareJailDir, shutdownVm, vmFiles, type LockedSession } from "../backends/qemu/vm.js";
+import { Defaults, qemuBinary, type Paths } from "../config.js";
+import type { HelperProcess } from "../network/helper.js";
+import { operatorDestinations } from "../network/policy.js";
 import { EnvironmentStore, type ReadyEnvironment } from "../environments/store.js";
 import { ErrorCode, PyroError } from "../errors.js";
-import type { ProgressEvent } from "../sdk/types.js";
-import type { ResolvedVmOptions } from "../sdk/validate.js";
+import type { ExecRequestOptions, GuestSupport, ResolvedVmOptions, StartHooks } from "./types.js";
 import { pathExists } from "../util/fs.js";
 import { newId } from "../util/ids.js";
-import { debug, warnOnce } from "../util/log.js";
-import { isSameProcessAlive, killAndWait, pidAlive, processStartTime, runTool, which } from "../util/proc.js";
+import { debug } from "../util/log.js";
+import { isSameProcessAlive, killAndWait, which } from "../util/proc.js";
 import { describe, networkPolicyOf, notFound, VmStore, type ExecutionMode, type VmKind, type VmRecord, type WorkspaceFields } from "./store.js";
-import { environmentDigest, qemuIdentity, TEMPLATE_FORMAT, TemplateStore, type ReadyTemplate, type TemplateKey } from "./templates.js";
+import { createOverlay, VmLauncher } from "./launch.js";
+import { TemplateBuilder } from "./template-builder.js";
+import { TemplateStore, type ReadyTemplate } from "./templates.js";
 
 const RESTORE_TIMEOUT_SECONDS = 20;
-
-/** The VM's own copy-on-write layer over the shared, read-only root image. */
-async function createOverlay(rootfsPath: string, diskPath: string): Promise<void> {
-  const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", rootfsPath, diskPath]);
-  if (made.code !== 0) throw new PyroError(ErrorCode.bootFailed, `could not create the VM's disk: ${made.stderr.trim()}`);
-}
-
-export interface StartHooks {
-  signal?: AbortSignal;
-  onProgress?: (event: ProgressEvent) => void;
-}
-
-export interface ExecRequestOptions {
-  command: string;
-  timeoutSeconds: number;
-  maxOutputBytes?: number;
-  cwd?: string;
-}
-
-/** Whether this host can boot guests, and if not, what is missing and how to fix it. */
-export interface GuestSupport {
-  ok: boolean;
-  missing: { what: string; fix: string }[];
-}
 
 /**
  * Owns VM lifecycles: records, booting through the QEMU backend (or the
@@ -58,7 +31,8 @@ export interface GuestSupport {
 export class VmManager {
   readonly store: VmStore;
   readonly environments: EnvironmentStore;
-  readonly templates: TemplateStore;
+  readonly launcher: VmLauncher;
+  readonly builder: TemplateBuilder;
   /** Sessions opened by a boot in this process, handed to the first exec. */
   private readonly bootSessions = new Map<string, LockedSession>();
 
@@ -68,7 +42,8 @@ export class VmManager {
   ) {
     this.store = new VmStore(paths.stateDir);
     this.environments = new EnvironmentStore(paths, env);
-    this.templates = new TemplateStore(join(paths.cacheDir, "templates"));
+    this.launcher = new VmLauncher(env);
+    this.builder = new TemplateBuilder(paths, env, this.launcher, this.environments, new TemplateStore(join(paths.cacheDir, "templates")));
   }
 
   async guestSupport(environment: string): Promise<GuestSupport> {
@@ -152,7 +127,7 @@ export class VmManager {
     const environment = await this.environments.ensure(record.environment, { signal: hooks.signal, onProgress: hooks.onProgress });
     const files = vmFiles(this.store.dir(vmId));
     const choice = await chooseAccel(this.paths.stateDir, this.env);
-    await prepareJailDir(files, (await this.jailHost()).qemuUser);
+    await prepareJailDir(files, (await this.launcher.jailHost()).qemuUser);
     // A VM stopped by an earlier pyro kept its disk beside its record; QEMU now sees only its jail directory.
     const oldDisk = join(files.dir, "disk.qcow2");
     if ((await pathExists(oldDisk)) && !(await pathExists(files.disk))) await rename(oldDisk, files.disk);
@@ -174,75 +149,8 @@ export class VmManager {
     }
   }
 
-  async templateKey(environment: ReadyEnvironment, shape: MachineShape, accel: Accel): Promise<TemplateKey> {
-    const binary = (await which(qemuBinary(this.env))) ?? qemuBinary(this.env);
-    return {
-      format: TEMPLATE_FORMAT,
-      environment: environment.name,
-      environmentDigest: environmentDigest(environment.manifest),
-      accel,
-      vcpuCount: shape.vcpuCount,
-      memMib: shape.memMib,
-      network: shape.network,
-      tscKhz: (await this.tscKhz(accel)) ?? null,
-      qemu: await qemuIdentity(binary),
-    };
-  }
-
-  private async tscKhz(accel: Accel): Promise<number | undefined> {
-    return accel === "tcg" ? hostTscKhz() : undefined;
-  }
-
-  /** Makes (or finds) the template for this VM's shape; undefined when there is none to use. */
-  async ensureTemplate(environment: ReadyEnvironment, shape: MachineShape, accel: Accel, hooks: StartHooks = {}): Promise<ReadyTemplate | undefined> {
-    const key = await this.templateKey(environment, shape, accel);
-    const found = await this.templates.lookup(key);
-    if ("template" in found) return found.template;
-    if ("discarded" in found) {
-      // Do not make the caller wait for a rebuild now; the next start makes a new one.
-      hooks.onProgress?.({ phase: "boot", message: `the template snapshot was unusable (${found.discarded}); booting cold` });
-      return undefined;
-    }
-    hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${environment.name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB) — first use only` });
-    try {
-      return await this.templates.build(key, (work) => this.makeTemplateState(work, environment, key));
-    } catch (error) {
-      if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
-      const reason = error instanceof Error ? error.message : String(error);
-      debug("template", `could not make a template, booting cold: ${reason}`);
-      hooks.onProgress?.({ phase: "template", message: `could not save a template snapshot (${reason}); booting cold` });
-      return undefined;
-    }
-  }
-
-  /** Removes unused environment cache entries, and templates of environments that were rebuilt since. */
-  async prune(): Promise<{ removed: string[]; freedBytes: number }> {
-    const result = await this.environments.prune();
-    const current = new Set<string>();
-    for (const entry of await this.environments.list()) {
-      if (entry.state === "installed" && entry.manifest) current.add(environmentDigest(entry.manifest));
-    }
-    const removed = await this.templates.prune((key) => key.format === TEMPLATE_FORMAT && current.has(key.environmentDigest));
-    return { removed: [...result.removed, ...removed], freedBytes: result.freedBytes };
-  }
-
-  /**
-   * Makes the template for the default machine shape ahead of time (pyro env
-   * pull --warm), so the first run restores instead of booting. Errors surface.
-   */
-  async warmTemplate(name: string, hooks: StartHooks = {}): Promise<ReadyTemplate> {
-    const environment = await this.environments.ensure(name, hooks);
-    const { accel } = await chooseAccel(this.paths.stateDir, this.env);
-    const shape = { vcpuCount: Defaults.vcpuCount, memMib: Defaults.memMib, network: Defaults.network };
-    const key = await this.templateKey(environment, shape, accel);
-    const found = await this.templates.find(key);
-    if (found) return found;
-    hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB, ${accel})` });
-    return this.templates.build(key, (work) => this.makeTemplateState(work, environment, key));
-  }
-
   private async startFromTemplate(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks): Promise<VmRecord | undefined> {
-    const template = await this.ensureTemplate(environment, record, accel, hooks);
+    const template = await this.builder.ensure(environment, record, accel, hooks);
     if (!template) return undefined;
     const files = vmFiles(this.store.dir(record.vmId));
     // The VM's disk starts as the template's, exactly as it was when the state was saved.
@@ -254,111 +162,29 @@ export class VmManager {
       if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
       debug("template", `restore failed (${error instanceof Error ? error.message : String(error)}); booting cold and discarding ${template.dir}`);
       hooks.onProgress?.({ phase: "boot", message: "restoring the template failed; booting cold (the template will be remade)" });
-      await this.templates.remove(template.dir);
+      await this.builder.templates.remove(template.dir);
       return undefined;
     }
-  }
-
-  /** Boots a VM cold, warms its login shell, and saves it whole into `work`. */
-  private async makeTemplateState(work: string, environment: ReadyEnvironment, key: TemplateKey): Promise<{ state: string; disk: string }> {
-    const files = vmFiles(work);
-    const host = await this.jailHost();
-    await prepareJailDir(files, host.qemuUser);
-    await createOverlay(environment.rootfsPath, files.disk);
-    const jail = await this.jailFor(files, environment, key, `template-${process.pid}-${Date.now()}`);
-    const result = await bootVm(this.launchSpec(files, environment, key, key.tscKhz ?? undefined), files, {
-      deadline: Date.now() + this.bootTimeoutSeconds() * 1000,
-      qemuBinary: qemuBinary(this.env),
-      hello: { timeUnixMs: Date.now() },
-      jail,
-    });
-    const state = join(work, "state");
-    try {
-      // Every command starts a login shell; having run one puts its files in the saved page cache.
-      for (let i = 0; i < 2; i++) await result.session.session.exec({ shell: "true", timeoutMs: 30_000, maxOutputBytes: 1024 });
-      result.session.session.close();
-      await result.session.release();
-      await saveVmState(files.qmp, { statePath: state, socketPath: join(files.jailDir, "save.sock"), owner: host.qemuUser }, Date.now() + 120_000);
-    } finally {
-      await killAndWait(result.qemu.pid, result.qemu.startTime);
-      await this.releaseJail(jail);
-    }
-    // Every later VM starts from this disk: it must be the regular file QEMU was given, not whatever its directory holds now.
-    await handDiskTo(files, undefined);
-    return { state, disk: files.disk };
-  }
-
-  private launchSpec(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, tscKhz: number | undefined, extra: Pick<LaunchSpec, "incomingFd"> = {}): LaunchSpec {
-    return {
-      accel: shape.accel,
-      tscKhz,
-      vcpuCount: shape.vcpuCount,
-      memMib: shape.memMib,
-      network: shape.network,
-      kernelPath: environment.kernelPath,
-      initramfsPath: environment.initramfsPath,
-      diskPath: files.disk,
-      // QEMU creates its sockets where it can; pyro moves them out of its reach before the guest runs (see VmFiles).
-      qmpSocket: files.bound.qmp,
-      serialSocket: files.bound.serial,
-      agentSockets: files.bound.agents,
-      netSocket: shape.network ? files.net : undefined,
-      ...extra,
-    };
-  }
-
-  /** How this host confines QEMU (probed once per process). */
-  jailHost(): Promise<JailHost> {
-    return inspectJail(qemuBinary(this.env), this.env);
-  }
-
-  /**
-   * What a QEMU about to boot may see and where it is accounted: its disk
-   * handed to the QEMU user, and a cgroup `cgroupName` with limits from the
-   * shape (when cgroups are usable; a failure to make one is reported once).
-   */
-  private async jailFor(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, cgroupName: string): Promise<BootJail> {
-    const host = await this.jailHost();
-    await handDiskTo(files, host.qemuUser);
-    let cgroupDirs: string[] | undefined;
-    if (host.cgroup) {
-      cgroupDirs = await createCgroup(host.cgroup, cgroupName, limitsFor(shape, shape.accel)).catch((error: unknown) => {
-        warnOnce("jail:cgroup-create", `QEMU confinement: could not create a cgroup (${error instanceof Error ? error.message : String(error)}); VMs run without resource limits`);
-        return undefined;
-      });
-    }
-    return { host, readOnly: [environment.kernelPath, environment.initramfsPath, environment.rootfsPath], cgroupDirs, cgroupName };
-  }
-
-  /** Removes a VM's cgroup once its QEMU is gone. */
-  private async releaseJail(jail: BootJail | { cgroupName: string } | undefined): Promise<void> {
-    const host = await this.jailHost();
-    if (host.cgroup && jail?.cgroupName) await removeCgroup(host.cgroup, jail.cgroupName);
-  }
-
-  private bootTimeoutSeconds(): number {
-    const value = Number(this.env.PYRO_BOOT_TIMEOUT_SECONDS);
-    return Number.isFinite(value) && value > 0 ? value : Defaults.bootTimeoutSeconds;
   }
 
   private async boot(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks, template?: ReadyTemplate): Promise<VmRecord> {
     const files = vmFiles(this.store.dir(record.vmId));
     const incomingPath = template?.statePath;
-    const spec = this.launchSpec(files, environment, { ...record, accel }, await this.tscKhz(accel), template ? { incomingFd: 3 } : {});
-    const jail = await this.jailFor(files, environment, { ...record, accel }, record.vmId);
+    const spec = this.launcher.spec(files, environment, { ...record, accel }, await this.launcher.tscKhz(accel), template ? { incomingFd: 3 } : {});
+    const jail = await this.launcher.jailFor(files, environment, { ...record, accel }, record.vmId);
     let netd: HelperProcess | undefined;
     const destinations = record.network ? operatorDestinations(this.env) : [];
     if (record.network) {
       try {
-        netd = await this.startNetd(record, files, jail, destinations);
+        netd = await this.launcher.startNetd(files, jail, { policy: networkPolicyOf(record), allowHosts: record.allowHosts ?? [] }, destinations);
       } catch (error) {
-        await this.releaseJail(jail);
+        await this.launcher.releaseJail(jail);
         throw error;
       }
     }
     const bootMode = incomingPath ? "restore" : "cold";
     // A restore that has not answered in this time is not going to; the cold boot fallback is better.
-    const timeoutSeconds = incomingPath ? Math.min(RESTORE_TIMEOUT_SECONDS, this.bootTimeoutSeconds()) : this.bootTimeoutSeconds();
+    const timeoutSeconds = incomingPath ? Math.min(RESTORE_TIMEOUT_SECONDS, this.launcher.bootTimeoutSeconds()) : this.launcher.bootTimeoutSeconds();
     hooks.onProgress?.({ phase: "boot", message: incomingPath ? `restoring ${record.environment} from its template (${accel})` : `booting ${record.environment} (${accel})` });
     try {
       const result = await bootVm(spec, files, {
@@ -391,34 +217,10 @@ export class VmManager {
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       if (netd) await killAndWait(netd.pid, netd.startTime);
-      await this.releaseJail(jail);
+      await this.launcher.releaseJail(jail);
       await this.setState(record.vmId, { state: "failed", qemu: null, netd: null, failure: message }).catch(() => undefined);
       throw error;
     }
-  }
-
-  /** Starts the network helper the guest's NIC connects to, with this VM's policy. */
-  private async startNetd(record: VmRecord, files: VmFiles, jail: BootJail, destinations: OperatorDestination[]): Promise<HelperProcess> {
-    const passt = await which("passt");
-    if (!passt) {
-      throw new PyroError(ErrorCode.guestUnavailable, "a guest with network needs passt, which is not installed", {
-        hint: "apt-get install passt, or create the VM without network",
-      });
-    }
-    const settings = { policy: networkPolicyOf(record), allowHosts: record.allowHosts ?? [] };
-    return startNetworkHelper({
-      binary: netdBinaryPath(this.env),
-      passt,
-      socket: files.net,
-      cwd: files.jailDir,
-      eventsPath: networkEventsPath(files),
-      logPath: join(files.dir, "network.log"),
-      policyJson: helperPolicy(settings, destinations),
-      user: jail.host.qemuUser,
-      sandbox: helperSandbox(jail.host, files.jailDir),
-      cgroupDirs: jail.cgroupDirs,
-      deadline: Date.now() + 10_000,
-    });
   }
 
   private async setState(vmId: string, patch: Partial<VmRecord>): Promise<VmRecord> {
@@ -529,7 +331,7 @@ export class VmManager {
       const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
       if (record.netd) await killAndWait(record.netd.pid, record.netd.startTime);
-      await this.releaseJail({ cgroupName: vmId });
+      await this.launcher.releaseJail({ cgroupName: vmId });
       const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null };
       await this.store.create(next);
       return next;
@@ -557,69 +359,12 @@ export class VmManager {
         if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
       if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
-      await this.releaseJail({ cgroupName: vmId });
+      await this.launcher.releaseJail({ cgroupName: vmId });
       await this.store.remove(vmId);
     });
     debug("vm", `deleted ${vmId}`);
     return true;
   }
 
-  /** Deletes every VM whose time to live has passed. */
-  async reapExpired(now = Date.now()): Promise<string[]> {
-    const reaped: string[] = [];
-    for (const id of await this.store.ids()) {
-      const record = await this.store.read(id).catch(() => undefined);
-      if (!record || new Date(record.expiresAt).getTime() > now) continue;
-      try {
-        if (await this.delete(id)) reaped.push(id);
-      } catch (error) {
-        debug("reaper", `could not reap ${id}: ${String(error)}`);
-      }
-    }
-    await this.killOrphans();
-    const { support } = await inspectCgroups();
-    if (support) await removeEmptyCgroups(support);
-    return reaped;
-  }
 
-  /**
-   * Kills pyro's QEMU processes that nothing can reach any more: a VM whose
-   * directory (or whole state directory) was removed from under it, or a
-   * template build whose builder died. Any state directory counts, not only
-   * this one: a VM without its record is unreachable by every pyro process.
-   * Without this they would run until the host reboots. Another user's QEMU
-   * cannot be signalled, so it is left alone.
-   */
-  private async killOrphans(): Promise<void> {
-    for (const qemu of await listPyroQemus()) {
-      // Sockets live in the VM's (or template build's) qemu/ directory, beside which the record is.
-      const vm = /\/vms\/[0-9a-f]{12}\/qemu\/qmp\.sock$/.test(qemu.qmpSocket);
-      const build = /\/templates\/\.build-(\d+)-\d+\/qemu\/qmp\.sock$/.exec(qemu.qmpSocket);
-      let orphan = false;
-      // A record we cannot even look at (another user's state) is not ours to judge.
-      if (vm) orphan = (await pathExists(join(dirname(dirname(qemu.qmpSocket)), "vm.json")).catch(() => true)) === false;
-      else if (build) orphan = !pidAlive(Number(build[1]));
-      if (orphan) {
-        debug("reaper", `killing orphaned QEMU ${qemu.pid} (${qemu.qmpSocket})`);
-        await killAndWait(qemu.pid, qemu.startTime);
-      }
-    }
-  }
 }
-
-/** Running QEMU processes started by pyro, with the QMP socket that identifies each. */
-async function listPyroQemus(): Promise<{ pid: number; startTime: string | undefined; qmpSocket: string }[]> {
-  const found: { pid: number; startTime: string | undefined; qmpSocket: string }[] = [];
-  for (const entry of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(entry)) continue;
-    // The start time before and after the command line: a pid reused in between is not the process we read.
-    const startTime = await processStartTime(Number(entry));
-    const argv = (await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (!argv[0]?.includes("qemu-system") || argv[1] !== "-name" || argv[2] !== "pyro") continue;
-    const qmp = argv[argv.indexOf("-qmp") + 1];
-    const match = qmp ? /^unix:([^,]+),/.exec(qmp) : null;
-    if (match?.[1] && startTime !== undefined && (await processStartTime(Number(entry))) === startTime) found.push({ pid: Number(entry), startTime, qmpSocket: match[1] });
-  }
-  return found;
-}
-

@@ -1,12 +1,13 @@
 import { appendFile, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { ExecHooks, ExecOutcome } from "../agent/client.js";
-import { checkSource, DEFAULT_SOURCE_LIMITS, resolveWorkspaceDest, tarStreamOf, type CheckedSource } from "../agent/tree.js";
+import { checkSource, DEFAULT_SOURCE_LIMITS, resolveWorkspaceDest, tarStreamOf, type CheckedSource } from "../sources/tree.js";
 import { extractInto, type PushCounts } from "../backends/hostCompat/extract.js";
-import type { ResolvedVmOptions } from "../sdk/validate.js";
+import type { ResolvedVmOptions } from "./types.js";
 import { isErrno } from "../util/fs.js";
 import type { VmRecord, WorkspaceFields } from "./store.js";
-import type { StartHooks, VmManager } from "./vms.js";
+import type { StartHooks } from "./types.js";
+import type { VmManager } from "./vms.js";
 
 export const WORKSPACE_PATH = "/workspace";
 /** Output kept per stream in the journal; the exec result itself keeps up to maxOutputBytes. */

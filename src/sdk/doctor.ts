@@ -6,7 +6,6 @@ import { toPyroError } from "../errors.js";
 import type { VmManager } from "../runtime/vms.js";
 import { runTool, which } from "../util/proc.js";
 import type { CallOptions, ExecResult } from "./types.js";
-import type { Pyro } from "./pyro.js";
 
 export interface ToolReport {
   name: string;
@@ -59,9 +58,17 @@ const TOOLS: { name: string; args: string[]; purpose: string; optional?: boolean
 
 const DOCTOR_ENVIRONMENT = "debian:12";
 
-export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions & { bootCheck?: boolean }): Promise<DoctorReport> {
+/**
+ * Checks the host. `runGuest` runs one command in a fresh guest (the SDK's
+ * runInVm), so the check goes through exactly what callers use.
+ */
+export async function runDoctor(
+  vms: VmManager,
+  runGuest: (options: { environment: string; command: string; timeoutSeconds: number } & CallOptions) => Promise<ExecResult>,
+  options: CallOptions & { bootCheck?: boolean },
+): Promise<DoctorReport> {
   const problems: string[] = [];
-  const choice = await chooseAccel(pyro.paths.stateDir, vms.env);
+  const choice = await chooseAccel(vms.paths.stateDir, vms.env);
   const tools: ToolReport[] = [];
   for (const tool of TOOLS) {
     const name = tool.name === "qemu-system-x86_64" ? qemuBinary(vms.env) : tool.name;
@@ -93,7 +100,7 @@ export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions
     // Without network a guest still runs: a warning here, not a failure.
   }
 
-  const confinement = qemuPath ? (await vms.jailHost()).layers : [];
+  const confinement = qemuPath ? (await vms.launcher.jailHost()).layers : [];
 
   const guest: DoctorReport["guest"] = {
     checked: false,
@@ -113,7 +120,7 @@ export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions
     guest.checked = true;
     const started = Date.now();
     try {
-      const result: ExecResult = await pyro.runInVm({
+      const result = await runGuest({
         environment: DOCTOR_ENVIRONMENT,
         command: "uname -r",
         timeoutSeconds: 30,
@@ -149,7 +156,7 @@ export async function runDoctor(pyro: Pyro, vms: VmManager, options: CallOptions
     kvm: choice.kvm,
     accel: { accel: choice.accel, reason: choice.reason, forced: choice.forced },
     tools,
-    paths: { ...pyro.paths },
+    paths: { ...vms.paths },
     environments,
     networking,
     confinement,

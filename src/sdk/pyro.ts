@@ -9,6 +9,7 @@ import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
 import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
 import { networkPolicyOf, notFound, type VmRecord } from "../runtime/store.js";
 import { VmPool } from "../runtime/pool.js";
+import { Reaper } from "../runtime/reaper.js";
 import { VmManager } from "../runtime/vms.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
 import { debug } from "../util/log.js";
@@ -59,6 +60,7 @@ export class Pyro {
   private readonly vms: VmManager;
   private readonly workspaces: WorkspaceManager;
   private readonly pool: VmPool;
+  private readonly reaper: Reaper;
   private lastReap = 0;
 
   constructor(options: PyroOptions = {}) {
@@ -67,13 +69,14 @@ export class Pyro {
     this.vms = new VmManager(this.paths, env);
     this.workspaces = new WorkspaceManager(this.vms);
     this.pool = new VmPool(this.vms);
+    this.reaper = new Reaper(this.vms);
   }
 
   /** Expired VMs are cleaned up by whichever pyro process runs next. */
   async #reapOpportunistically(): Promise<void> {
     if (Date.now() - this.lastReap < REAP_INTERVAL_MS) return;
     this.lastReap = Date.now();
-    await this.vms.reapExpired().catch((error: unknown) => debug("reaper", String(error)));
+    await this.reaper.reap().catch((error: unknown) => debug("reaper", String(error)));
   }
 
   /**
@@ -241,7 +244,7 @@ export class Pyro {
 
   /** Deletes every VM and workspace whose time to live has passed. */
   async reapExpired(): Promise<ReapResult> {
-    const reapedVmIds = await this.vms.reapExpired();
+    const reapedVmIds = await this.reaper.reap();
     this.lastReap = Date.now();
     return { reapedVmIds, count: reapedVmIds.length };
   }
@@ -258,7 +261,7 @@ export class Pyro {
   async pullEnvironment(name: string, options: CallOptions & { force?: boolean; warm?: boolean } = {}): Promise<EnvironmentInfo> {
     requireEnvironment(requireString("environment", name));
     await this.vms.environments.pull(name, { force: options.force, onProgress: options.onProgress, signal: options.signal });
-    if (options.warm) await this.vms.warmTemplate(name, options);
+    if (options.warm) await this.vms.builder.warm(name, options);
     return this.inspectEnvironment(name);
   }
 
@@ -298,7 +301,7 @@ export class Pyro {
 
   /** Removes cache entries that are no longer used: old environments, kernels, templates, leftovers of interrupted builds. */
   async pruneEnvironments(): Promise<PruneResult> {
-    return this.vms.prune();
+    return this.vms.builder.prune();
   }
 
   /**
@@ -314,7 +317,7 @@ export class Pyro {
 
   /** Checks this host: KVM, the accelerator that will be used, tools, cache, and (when possible) a real guest boot and exec. */
   async doctor(options: CallOptions & { bootCheck?: boolean } = {}): Promise<DoctorReport> {
-    return runDoctor(this, this.vms, options);
+    return runDoctor(this.vms, (run) => this.runInVm(run), options);
   }
 }
 

@@ -6,12 +6,9 @@ import type { NetworkPolicy } from "../network/policy.js";
 
 export type { Accel, ExecutionMode, NetworkEvent, NetworkPolicy, VmState };
 
-/** A step of a long operation (environment pull, boot), for progress display. */
-export interface ProgressEvent {
-  /** kernel, rootfs, image, initramfs, verify, done (environment builds); template, boot, seed, exec, cleanup. */
-  phase: string;
-  message: string;
-}
+import type { ProgressEvent } from "../runtime/types.js";
+
+export type { ProgressEvent };
 
 export interface CallOptions {
   /** Aborting cancels the operation: a running command is killed and its VM cleaned up. */

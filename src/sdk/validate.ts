@@ -3,20 +3,11 @@ import { Defaults, Limits } from "../config.js";
 import { requireEnvironment } from "../environments/catalog.js";
 import { InvalidArgumentError } from "../errors.js";
 import { resolveNetwork, type NetworkPolicy } from "../network/policy.js";
+import type { ResolvedVmOptions } from "../runtime/types.js";
 import { isId } from "../util/ids.js";
 import type { ExecOptions, VmOptions } from "./types.js";
 
-export interface ResolvedVmOptions {
-  environment: string;
-  vcpuCount: number;
-  memMib: number;
-  ttlSeconds: number;
-  /** The guest has a NIC (its machine shape); true for every policy but `off`. */
-  network: boolean;
-  networkPolicy: NetworkPolicy;
-  allowHosts: string[];
-  allowHostCompat: boolean;
-}
+export type { ResolvedVmOptions };
 
 export interface ResolvedExecOptions {
   command: string;

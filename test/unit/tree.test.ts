@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { checkSource, forEachTarEntry, resolveWorkspaceDest, tarStreamOf, TreeChecker } from "../../src/agent/tree.js";
+import { checkSource, forEachTarEntry, resolveWorkspaceDest, tarStreamOf, TreeChecker } from "../../src/sources/tree.js";
 import { extractInto } from "../../src/backends/hostCompat/extract.js";
 import { PyroError } from "../../src/errors.js";
 import { makeTar, type RawEntry } from "../tar.js";

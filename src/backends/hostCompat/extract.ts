@@ -3,7 +3,7 @@ import { constants } from "node:fs";
 import { chmod, link, lstat, mkdir, open, readdir, rename, rm, symlink, utimes } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { ErrorCode, PyroError } from "../../errors.js";
-import { DEFAULT_SOURCE_LIMITS, forEachTarEntry, kindOfEntry, tarStreamOf, TreeChecker, type CheckedSource, type SourceLimits } from "../../agent/tree.js";
+import { DEFAULT_SOURCE_LIMITS, forEachTarEntry, kindOfEntry, tarStreamOf, TreeChecker, type CheckedSource, type SourceLimits } from "../../sources/tree.js";
 
 export interface PushCounts {
   files: number;

@@ -22,7 +22,7 @@ export interface SaveTarget {
  * confined QEMU (no process spawning, no view of the cache) can still save.
  * Stopping first also flushes the VM's disks, so disk and state agree.
  */
-export async function saveVmState(qmpSocket: string, target: SaveTarget, deadline: number): Promise<void> {
+export async function saveVmState(qmpSocket: string, target: SaveTarget, deadline: number, signal?: AbortSignal): Promise<void> {
   await rm(target.socketPath, { force: true });
   const server = createServer();
   let received: Promise<void> | undefined;
@@ -47,6 +47,10 @@ export async function saveVmState(qmpSocket: string, target: SaveTarget, deadlin
     await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 }, deadline);
     await qmp.execute("migrate", { uri: `unix:${target.socketPath}` }, deadline);
     while (Date.now() < deadline) {
+      if (signal?.aborted) {
+        await qmp.execute("migrate_cancel", undefined, Date.now() + 5000).catch(() => undefined);
+        throw new PyroError(ErrorCode.cancelled, "cancelled while saving the VM");
+      }
       const info = (await qmp.execute("query-migrate", undefined, deadline)) as { status?: string; "error-desc"?: string };
       if (info.status === "completed") {
         await connected;
