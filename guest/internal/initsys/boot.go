@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 	"unsafe"
 
+	"pyro/guest/internal/cgroup"
 	"pyro/guest/internal/identity"
 )
 
@@ -49,6 +51,9 @@ func Boot(logf func(string, ...any)) error {
 		return err
 	}
 	mountLate(logf)
+	if err := cgroup.Setup(memTotal()); err != nil {
+		logf("cgroups: %v (commands run without them)", err)
+	}
 	setDefaultHostname(logf)
 	if err := LinkUp("lo"); err != nil {
 		logf("lo: %v", err)
@@ -251,6 +256,21 @@ func mountLate(logf func(string, ...any)) {
 			logf("symlink %s: %v", name, err)
 		}
 	}
+}
+
+// memTotal is the guest's memory in bytes (MemTotal of /proc/meminfo), or 0.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kib, _ := strconv.ParseInt(f[1], 10, 64)
+			return kib * 1024
+		}
+	}
+	return 0
 }
 
 // setDefaultHostname uses the image's /etc/hostname until a host sends one

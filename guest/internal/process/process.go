@@ -1,6 +1,6 @@
-// Package process runs one exec request: a child in its own process group,
-// a deadline that SIGKILLs the whole group, and bounded, back-pressured
-// delivery of its stdout and stderr.
+// Package process runs one exec request: a child in its own process group
+// and (in a VM) its own cgroup, a deadline that kills every process of it at
+// once, and bounded, back-pressured delivery of its stdout and stderr.
 package process
 
 import (
@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"pyro/guest/internal/cgroup"
 	"pyro/guest/internal/reaper"
 )
 
@@ -22,9 +23,6 @@ const (
 	// ChunkSize is the largest output chunk handed to the sink; it matches
 	// the per-frame output limit of the protocol.
 	ChunkSize = 64 << 10
-	// PipeGrace is how long output is still read after the main process
-	// exited: background children may hold the pipes open indefinitely.
-	PipeGrace = 250 * time.Millisecond
 	// TimeoutExitCode is reported when the deadline killed the command.
 	TimeoutExitCode = 124
 
@@ -87,6 +85,7 @@ func (e *StartError) Unwrap() error { return e.Err }
 // Proc is a started command.
 type Proc struct {
 	pid       int
+	group     *cgroup.Group // nil when the guest has no cgroups (off-VM)
 	status    <-chan reaper.Status
 	outR      [2]*os.File
 	maxOutput int64
@@ -94,7 +93,8 @@ type Proc struct {
 	timer     *time.Timer
 
 	mu       sync.Mutex
-	exited   bool // main process reaped; its pid may be reused from now on
+	exited   bool // main process reaped
+	done     bool // output closed: the command is over
 	timedOut bool
 }
 
@@ -186,6 +186,17 @@ func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
 		maxOutput: spec.MaxOutput,
 		started:   started,
 	}
+	if cgroup.Enabled() {
+		// The command is still starting its shell: moved now, everything it
+		// starts from here on is in its group, within reach of one kill.
+		if g, err := cgroup.New(); err == nil {
+			if err := g.Add(pid); err == nil {
+				p.group = g
+			} else {
+				g.Remove()
+			}
+		}
+	}
 	p.timer = time.AfterFunc(spec.Timeout, p.deadline)
 	return p, nil
 }
@@ -196,12 +207,22 @@ func (p *Proc) Pid() int { return p.pid }
 func (p *Proc) deadline() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// Once the main process is reaped the group id is no longer ours to
-	// signal reliably, and a late timer must not turn a success into a timeout.
-	if p.exited {
+	// A command is over when its output is closed: until then the deadline
+	// applies to whatever of it still holds the pipes, main process or not.
+	if p.done {
 		return
 	}
 	p.timedOut = true
+	p.killAll()
+}
+
+// killAll ends the command: its whole cgroup at once (a fork bomb cannot
+// outrun that), and its process group for what left the cgroup or when
+// there is none. The group id stays the command's while any member lives.
+func (p *Proc) killAll() {
+	if p.group != nil {
+		_ = p.group.Kill()
+	}
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 }
 
@@ -210,6 +231,13 @@ func (p *Proc) deadline() {
 func (p *Proc) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.done {
+		return nil
+	}
+	if sig == syscall.SIGKILL {
+		p.killAll()
+		return nil
+	}
 	if err := syscall.Kill(-p.pid, sig); err != nil && err != syscall.ESRCH {
 		return err
 	}
@@ -217,9 +245,14 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 }
 
 // Wait pumps output to emit until the command is done and returns its
-// result. emit may block: that is how a slow host back-pressures the child
-// (its pipe fills and its writes block). Output beyond MaxOutput is read and
-// counted but not emitted, so it never blocks.
+// result. A command is done when its main process has exited and its output
+// is closed: background processes it started and that still hold stdout or
+// stderr keep it running, as a remote shell would, until they end or the
+// deadline kills them all (a fork bomb's processes all hold them). One that
+// redirected its output lives on after the command. emit may block: that is
+// how a slow host back-pressures the child (its pipe fills and its writes
+// block). Output beyond MaxOutput is read and counted but not emitted, so it
+// never blocks.
 func (p *Proc) Wait(emit func(Stream, []byte)) Result {
 	var counts [2]int64
 	var wg sync.WaitGroup
@@ -232,21 +265,23 @@ func (p *Proc) Wait(emit func(Stream, []byte)) Result {
 	}
 
 	st := <-p.status
-	p.timer.Stop()
 	p.mu.Lock()
 	p.exited = true
+	p.mu.Unlock()
+	wg.Wait()
+	p.timer.Stop()
+	p.mu.Lock()
+	p.done = true
 	timedOut := p.timedOut
 	p.mu.Unlock()
 	duration := time.Since(p.started)
-
-	// Give lingering writers a bounded chance to flush, then stop reading.
-	graceEnd := time.Now().Add(PipeGrace)
-	for _, f := range p.outR {
-		_ = f.SetReadDeadline(graceEnd)
-	}
-	wg.Wait()
 	for _, f := range p.outR {
 		f.Close()
+	}
+	if p.group != nil {
+		// Background processes of the command may live on; their group then
+		// stays until they end (a later command's sweep removes it).
+		p.group.Remove()
 	}
 
 	res := Result{
@@ -291,9 +326,9 @@ func (p *Proc) pump(s Stream, emit func(Stream, []byte)) int64 {
 			total += int64(n)
 		}
 		if err != nil {
-			// io.EOF: every writer closed the pipe; os.ErrDeadlineExceeded:
-			// the grace period is over. Either way this stream is finished,
-			// and any other read error would leave nothing better to do.
+			// io.EOF: every writer closed the pipe (they ended, or the
+			// deadline killed them). Any other read error would leave
+			// nothing better to do.
 			return total
 		}
 	}

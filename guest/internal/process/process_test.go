@@ -280,28 +280,62 @@ func TestSignalMethod(t *testing.T) {
 	}
 }
 
-// After the main process exits, a background child holding the pipes
-// delays the result by the grace period only, and its late output is lost.
-func TestPipeGrace(t *testing.T) {
-	p, err := Start(reaper.Start(), spec("(sleep 2; echo late) & echo early"))
+// After the main process exits, a background child holding the pipes keeps
+// the command going: its output is the command's, and the command ends
+// when it does.
+func TestBackgroundOutputIsWaitedFor(t *testing.T) {
+	p, err := Start(reaper.Start(), spec("(sleep 1; echo late) & echo early"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Don't leave the background subshell behind (it is in the group).
-	defer syscall.Kill(-p.Pid(), syscall.SIGKILL)
 	start := time.Now()
 	c := &collected{}
 	res := p.Wait(c.emit)
-	elapsed := time.Since(start)
-	if c.stdout() != "early\n" {
-		t.Fatalf("stdout %q", c.stdout())
+	if c.stdout() != "early\nlate\n" || res.ExitCode != 0 || res.TimedOut {
+		t.Fatalf("stdout %q, result %+v", c.stdout(), res)
 	}
-	if elapsed < PipeGrace || elapsed > PipeGrace+time.Second {
-		t.Fatalf("took %v, want about %v", elapsed, PipeGrace)
+	if elapsed := time.Since(start); elapsed < time.Second {
+		t.Fatalf("returned after %v, before the background child was done", elapsed)
 	}
-	if res.ExitCode != 0 {
-		t.Fatalf("result %+v", res)
+}
+
+// A background child that holds the output past the deadline is killed with
+// the rest, and the command timed out, though its main process exited 0.
+func TestBackgroundOutputPastTheDeadlineTimesOut(t *testing.T) {
+	s := spec("sleep 30 & echo started")
+	s.Timeout = 500 * time.Millisecond
+	p, err := Start(reaper.Start(), s)
+	if err != nil {
+		t.Fatal(err)
 	}
+	start := time.Now()
+	c := &collected{}
+	res := p.Wait(c.emit)
+	if !res.TimedOut || res.ExitCode != TimeoutExitCode || c.stdout() != "started\n" {
+		t.Fatalf("stdout %q, result %+v", c.stdout(), res)
+	}
+	if elapsed := time.Since(start); elapsed > 3*time.Second {
+		t.Fatalf("took %v", elapsed)
+	}
+}
+
+// One that redirected its output is not waited for, and lives on.
+func TestRedirectedBackgroundChildOutlivesTheCommand(t *testing.T) {
+	p, err := Start(reaper.Start(), spec("sleep 30 >/dev/null 2>&1 & echo $!"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collected{}
+	start := time.Now()
+	res := p.Wait(c.emit)
+	if res.ExitCode != 0 || time.Since(start) > 2*time.Second {
+		t.Fatalf("result %+v after %v", res, time.Since(start))
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(c.stdout()))
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the background child %q is gone", c.stdout())
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func TestSignalName(t *testing.T) {
