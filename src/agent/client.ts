@@ -56,6 +56,16 @@ export interface PutTarReply {
   bytes: number;
 }
 
+/** How long a closing session may take to hand the guest the frames it has queued. */
+const CLOSE_FLUSH_MS = 2000;
+
+const HANDSHAKE_TIMEOUT = "the guest agent did not answer the handshake in time";
+
+/** Whether opening a session failed only because the agent did not answer its hello in time. */
+export function isHandshakeTimeout(error: unknown): boolean {
+  return error instanceof PyroError && error.details?.handshakeTimedOut === true;
+}
+
 /** Extra time the host allows beyond a command's own timeout for the agent to kill and report. */
 export const EXEC_GRACE_MS = 15_000;
 
@@ -102,7 +112,7 @@ export class AgentSession {
     const id = this.nextId++;
     let synced = false;
     const reply = await new Promise<FrameHeader>((resolvePromise, reject) => {
-      const timer = setTimeout(() => finish(agentError("the guest agent did not answer the handshake in time")), Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(() => finish(new PyroError(ErrorCode.agentError, HANDSHAKE_TIMEOUT, { details: { handshakeTimedOut: true } })), Math.max(0, deadline - Date.now()));
       const onAbort = () => finish(new PyroError(ErrorCode.cancelled, "cancelled while waiting for the guest agent"));
       signal?.addEventListener("abort", onAbort, { once: true });
       const finish = (result: PyroError | FrameHeader) => {
@@ -391,9 +401,31 @@ export class AgentSession {
     });
   }
 
+  /**
+   * Whether this session alone may keep the process alive. A parked session
+   * (kept for the next command after a boot) must not: a script that starts
+   * a VM and returns exits on its own.
+   */
+  holdProcess(hold: boolean): void {
+    if (hold) this.socket.ref();
+    else this.socket.unref();
+  }
+
+  /**
+   * Ends the session. Frames already queued are still delivered whole (a
+   * frame cut in the middle would make the agent read the next session's
+   * hello as the rest of it); if the guest does not take them within two
+   * seconds, the connection is cut anyway.
+   */
   close(): void {
     this.failAll(agentError("the session was closed"));
-    this.socket.destroy();
+    if (this.socket.destroyed) return;
+    if (this.socket.writableLength === 0) {
+      this.socket.destroy();
+      return;
+    }
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_FLUSH_MS).unref();
   }
 }
 

@@ -1,9 +1,9 @@
-import { createReadStream, readlinkSync, type Stats } from "node:fs";
+import { constants, createReadStream, type Stats } from "node:fs";
 import { lstat, open, readdir, readlink, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
-import { create as createTar, Parser, type ReadEntry } from "tar";
+import { Header, Parser, Pax, type HeaderData, type ReadEntry } from "tar";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 
 /**
@@ -31,6 +31,22 @@ export interface CheckedSource {
   gzip: boolean;
   entries: number;
   bytes: number;
+  /** For a directory: every entry as it was checked; exactly these are sent. */
+  tree: TreeEntry[];
+  /** The archive (or directory) checked: what is sent must still be this file. */
+  identity: { dev: number; ino: number };
+}
+
+/** A directory entry as checked: what it was, and which file it was. */
+export interface TreeEntry {
+  rel: string;
+  kind: "file" | "dir" | "symlink";
+  size: number;
+  mode: number;
+  mtime: Date;
+  linkTarget?: string;
+  dev: number;
+  ino: number;
 }
 
 type Kind = "file" | "dir" | "symlink" | "hardlink" | "other";
@@ -226,9 +242,11 @@ export async function checkSource(path: string, limits: SourceLimits = DEFAULT_S
     throw new InvalidArgumentError(field, `${path} does not exist or cannot be read`);
   }
   const checker = new TreeChecker(limits);
+  const identity = { dev: info.dev, ino: info.ino };
   if (info.isDirectory()) {
-    await walk(path, "", checker);
-    return { path, mode: "directory", gzip: false, entries: checker.entries, bytes: checker.bytes };
+    const tree: TreeEntry[] = [];
+    await walk(path, "", checker, tree);
+    return { path, mode: "directory", gzip: false, entries: checker.entries, bytes: checker.bytes, tree, identity };
   }
   const format = info.isFile() ? await archiveFormat(path) : undefined;
   if (format) {
@@ -236,74 +254,119 @@ export async function checkSource(path: string, limits: SourceLimits = DEFAULT_S
       const { kind, typeName } = kindOfEntry(entry);
       checker.check(entry.path, kind, { size: entry.size, linkTarget: entry.linkpath, typeName });
     });
-    return { path, mode: "tar_archive", gzip: format.gzip, entries: checker.entries, bytes: checker.bytes };
+    return { path, mode: "tar_archive", gzip: format.gzip, entries: checker.entries, bytes: checker.bytes, tree: [], identity };
   }
   throw new InvalidArgumentError(field, `${path} is neither a directory nor a .tar, .tar.gz or .tgz archive`);
 }
 
-async function walk(root: string, relative: string, checker: TreeChecker): Promise<void> {
+async function walk(root: string, relative: string, checker: TreeChecker, tree: TreeEntry[]): Promise<void> {
   const names = (await readdir(join(root, relative))).sort();
   for (const name of names) {
     const rel = relative ? `${relative}/${name}` : name;
     const full = join(root, rel);
     const info = await lstat(full);
     const { kind, typeName } = kindOfStats(info);
-    checker.check(rel, kind, { size: info.size, linkTarget: kind === "symlink" ? await readlink(full) : undefined, typeName });
-    if (kind === "dir") await walk(root, rel, checker);
+    const linkTarget = kind === "symlink" ? await readlink(full) : undefined;
+    checker.check(rel, kind, { size: info.size, linkTarget, typeName });
+    if (kind !== "file" && kind !== "dir" && kind !== "symlink") continue;
+    tree.push({ rel, kind, size: kind === "file" ? info.size : 0, mode: info.mode & 0o7777, mtime: info.mtime, linkTarget, dev: info.dev, ino: info.ino });
+    if (kind === "dir") await walk(root, rel, checker, tree);
   }
 }
 
 /**
- * The checked source as an uncompressed tar stream, for the guest agent. A
- * directory is packed without following symlinks and with the same checks
- * applied again to what is actually read (the tree may change meanwhile):
- * an entry that fails them now ends the stream with that error, which fails
- * this transfer and only this one.
+ * The checked source as an uncompressed tar stream, for the guest agent.
+ * Exactly what was checked is sent: for a directory, the entries recorded
+ * then, each file opened without following symlinks and only if it is still
+ * the file that was checked (same inode), read for its checked size. A tree
+ * changed meanwhile (a file swapped for a link to a host file, a directory
+ * for a symlink) ends the stream with an error naming the entry, which fails
+ * this transfer and only this one; nothing outside the tree is ever read.
  */
-export function tarStreamOf(source: CheckedSource, limits: SourceLimits = DEFAULT_SOURCE_LIMITS): Readable {
-  if (source.mode === "tar_archive") {
-    const raw = createReadStream(source.path);
-    if (!source.gzip) return raw;
-    const gunzip = createGunzip();
-    raw.on("error", (error) => gunzip.destroy(error));
-    return raw.pipe(gunzip);
-  }
-  const recheck = new TreeChecker(limits);
-  let failed = false;
-  const stream = createTar(
-    {
-      cwd: source.path,
-      portable: true,
-      follow: false,
-      filter: (path: string, info: Stats | { mode?: number }) => {
-        // node-tar calls this from an fs callback: a throw here would be an uncaught exception.
-        if (failed) return false;
-        const stats = info as Stats;
-        const { kind, typeName } = kindOfStats(stats);
-        if (kind === "other") return false;
-        const rel = path.replace(/^\.\/?/, "");
-        if (rel === "") return true;
-        try {
-          recheck.check(rel, kind, { size: stats.size, typeName, linkTarget: kind === "symlink" ? readlinkSafe(join(source.path, rel)) : undefined });
-          return true;
-        } catch (error) {
-          failed = true;
-          queueMicrotask(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
-          return false;
-        }
-      },
-    },
-    ["."],
-  ) as unknown as Readable;
-  return stream;
+export function tarStreamOf(source: CheckedSource): Readable {
+  return Readable.from(source.mode === "tar_archive" ? archiveBytes(source) : packTree(source), { objectMode: false });
 }
 
-function readlinkSafe(path: string): string {
-  // Synchronous because node-tar's filter is; a vanished link just fails the check.
+async function* archiveBytes(source: CheckedSource): AsyncGenerator<Buffer> {
+  const handle = await open(source.path, "r");
   try {
-    return readlinkSync(path);
-  } catch {
-    return "";
+    const info = await handle.stat();
+    if (info.dev !== source.identity.dev || info.ino !== source.identity.ino) throw changed(source.path, "was replaced after it was checked");
+    const raw = handle.createReadStream({ autoClose: false });
+    if (!source.gzip) {
+      yield* raw;
+      return;
+    }
+    const gunzip = createGunzip();
+    raw.on("error", (error) => gunzip.destroy(error));
+    yield* raw.pipe(gunzip);
+  } finally {
+    await handle.close();
+  }
+}
+
+function changed(name: string, how: string): PyroError {
+  return new PyroError(ErrorCode.sourceRefused, `${name} ${how}`, {
+    hint: "the source changed while it was being copied; let it settle and push again",
+    details: { entry: name },
+  });
+}
+
+/** Chunk size for reading files into the stream. */
+const READ_CHUNK = 256 * 1024;
+
+async function* packTree(source: CheckedSource): AsyncGenerator<Buffer> {
+  for (const entry of source.tree) {
+    yield* headerBlocks({
+      path: entry.kind === "dir" ? `${entry.rel}/` : entry.rel,
+      type: entry.kind === "dir" ? "Directory" : entry.kind === "symlink" ? "SymbolicLink" : "File",
+      mode: entry.mode,
+      size: entry.size,
+      mtime: entry.mtime,
+      linkpath: entry.linkTarget,
+      uid: 0,
+      gid: 0,
+    });
+    if (entry.kind === "file" && entry.size > 0) yield* fileBlocks(source.path, entry);
+  }
+  yield Buffer.alloc(1024);
+}
+
+/** A header block, preceded by a PAX header when a field (a long name) does not fit. */
+function headerBlocks(data: HeaderData): Buffer[] {
+  const header = new Header(data);
+  const block = Buffer.alloc(512);
+  const needsPax = header.encode(block, 0);
+  return needsPax ? [new Pax(data).encode(), block] : [block];
+}
+
+async function* fileBlocks(root: string, entry: TreeEntry): AsyncGenerator<Buffer> {
+  let handle;
+  try {
+    // O_NONBLOCK: a file swapped for a FIFO must not hang the transfer; the check below refuses it.
+    handle = await open(join(root, entry.rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ELOOP") throw changed(entry.rel, "became a symlink after it was checked");
+    throw changed(entry.rel, `could not be opened (${(error as Error).message})`);
+  }
+  try {
+    const info = await handle.stat();
+    // Through a directory swapped for a symlink, the name reaches another file: not the one checked.
+    if (!info.isFile() || info.dev !== entry.dev || info.ino !== entry.ino) throw changed(entry.rel, "is no longer the file that was checked");
+    let remaining = entry.size;
+    let position = 0;
+    while (remaining > 0) {
+      const chunk = Buffer.alloc(Math.min(READ_CHUNK, remaining));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) throw changed(entry.rel, "shrank after it was checked");
+      position += bytesRead;
+      remaining -= bytesRead;
+      yield bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
+    }
+    const padding = (512 - (entry.size % 512)) % 512;
+    if (padding) yield Buffer.alloc(padding);
+  } finally {
+    await handle.close();
   }
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -79,7 +80,8 @@ describe("hostile archives are refused before anything is written", () => {
     const before = snapshot(root);
     const bad = archive([{ path: "new-file", data: "new" }, { path: "ok-dir", type: "Directory" }, { path: "../escape", data: "x" }]);
     // Checked directly against extraction (as if the file changed after checkSource).
-    await assert.rejects(extractInto(root, root, { path: bad, mode: "tar_archive", gzip: false, entries: 3, bytes: 4 }), /escape/);
+    const { dev, ino } = statSync(bad);
+    await assert.rejects(extractInto(root, root, { path: bad, mode: "tar_archive", gzip: false, entries: 3, bytes: 4, tree: [], identity: { dev, ino } }), /escape/);
     assert.deepEqual(snapshot(root), before);
     assert.equal(existsSync(join(scratch, "escape")), false);
   });
@@ -168,25 +170,85 @@ describe("what is sent is what was checked", () => {
     assert.equal((await checkSource(plain)).gzip, false);
   });
 
-  test("a tree that gains a link out while it is packed fails that stream, with no uncaught exception", async () => {
-    const dir = join(scratch, "changing");
-    mkdirSync(join(dir, "sub"), { recursive: true });
-    writeFileSync(join(dir, "sub", "a.txt"), "a");
-    const checked = await checkSource(dir);
-    // After the check, before the pack: a link out appears.
-    symlinkSync("/etc/passwd", join(dir, "sub", "sneaky"));
+  /** The names and bodies a stream carries. */
+  async function contents(checked: Awaited<ReturnType<typeof checkSource>>): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    await forEachTarEntry(tarStreamOf(checked), async (entry) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry) chunks.push(chunk);
+      out[entry.path] = entry.type === "SymbolicLink" ? `-> ${entry.linkpath}` : Buffer.concat(chunks).toString();
+    });
+    return out;
+  }
+
+  /** Fails the stream with source_refused naming `entry`, and nothing escapes as an uncaught exception. */
+  async function failsNaming(checked: Awaited<ReturnType<typeof checkSource>>, entry: RegExp): Promise<void> {
     let uncaught: unknown;
     const onUncaught = (error: unknown) => (uncaught = error);
     process.on("uncaughtException", onUncaught);
     try {
-      await assert.rejects(
-        forEachTarEntry(tarStreamOf(checked), () => undefined),
-        (error: unknown) => error instanceof PyroError && error.code === "source_refused" && /sneaky/.test(error.message),
-      );
+      await assert.rejects(contents(checked), (error: unknown) => error instanceof PyroError && error.code === "source_refused" && entry.test(error.message));
       await new Promise((r) => setTimeout(r, 50));
     } finally {
       process.off("uncaughtException", onUncaught);
     }
     assert.equal(uncaught, undefined);
+  }
+
+  function tree(name: string): string {
+    const dir = join(scratch, name);
+    mkdirSync(join(dir, "sub"), { recursive: true });
+    writeFileSync(join(dir, "sub", "a.txt"), "a");
+    writeFileSync(join(dir, "sub", "passwd"), "mine");
+    symlinkSync("sub/a.txt", join(dir, "link"));
+    return dir;
+  }
+
+  test("a tree packs as it was checked: entries, bodies, links", async () => {
+    const dir = tree("as-checked");
+    assert.deepEqual(await contents(await checkSource(dir)), { "link": "-> sub/a.txt", "sub/": "", "sub/a.txt": "a", "sub/passwd": "mine" });
+  });
+
+  test("an entry that appears after the check is not sent", async () => {
+    const dir = tree("gains");
+    const checked = await checkSource(dir);
+    symlinkSync("/etc/passwd", join(dir, "sub", "sneaky"));
+    writeFileSync(join(dir, "late.txt"), "late");
+    assert.deepEqual(Object.keys(await contents(checked)).sort(), ["link", "sub/", "sub/a.txt", "sub/passwd"]);
+  });
+
+  test("a file swapped for a link to a host file fails the stream, naming it", async () => {
+    const dir = tree("swap-file");
+    const checked = await checkSource(dir);
+    rmSync(join(dir, "sub", "passwd"));
+    symlinkSync("/etc/passwd", join(dir, "sub", "passwd"));
+    await failsNaming(checked, /^sub\/passwd became a symlink/);
+  });
+
+  test("a directory swapped for a symlink to a host directory fails the stream: the file reached is not the one checked", async () => {
+    const dir = tree("swap-dir");
+    const checked = await checkSource(dir);
+    rmSync(join(dir, "sub"), { recursive: true });
+    // /etc has a passwd too: the name now reaches the host's file.
+    symlinkSync("/etc", join(dir, "sub"));
+    await failsNaming(checked, /^sub\/(a\.txt|passwd)/);
+  });
+
+  test("a file swapped for a FIFO fails the stream instead of hanging", async () => {
+    const dir = tree("swap-fifo");
+    const checked = await checkSource(dir);
+    rmSync(join(dir, "sub", "a.txt"));
+    execFileSync("mkfifo", [join(dir, "sub", "a.txt")]);
+    await failsNaming(checked, /^sub\/a\.txt is no longer the file that was checked/);
+  });
+
+  test("an archive replaced after its check is not sent", async () => {
+    const path = join(scratch, "replaced.tar");
+    writeFileSync(path, makeTar([{ path: "a.txt", data: "A" }]));
+    const checked = await checkSource(path);
+    const other = join(scratch, "other.tar");
+    writeFileSync(other, makeTar([{ path: "b.txt", data: "B" }]));
+    renameSync(other, path);
+    await failsNaming(checked, /replaced after it was checked/);
   });
 });

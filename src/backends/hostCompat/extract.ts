@@ -24,7 +24,7 @@ export async function extractInto(root: string, dest: string, source: CheckedSou
   const counts: PushCounts = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
   const checker = new TreeChecker(limits);
   try {
-    await forEachTarEntry(tarStreamOf(source, limits), async (entry) => {
+    await forEachTarEntry(tarStreamOf(source), async (entry) => {
       const { kind, typeName } = kindOfEntry(entry);
       const name = checker.check(entry.path, kind, { size: entry.size, linkTarget: entry.linkpath, typeName });
       if (name === undefined) return;

@@ -5,7 +5,7 @@ import { chown, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { AgentSession, connectUnix, type HelloOptions } from "../../agent/client.js";
+import { AgentSession, isHandshakeTimeout, connectUnix, type HelloOptions } from "../../agent/client.js";
 import { qemuBinary } from "../../config.js";
 import { ErrorCode, PyroError } from "../../errors.js";
 import { tryLock } from "../../util/lock.js";
@@ -286,6 +286,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   const serial = new SerialTail();
   let qmp: QmpClient | undefined;
   let locked: LockedSession | undefined;
+  let portRelease: (() => Promise<void>) | undefined;
   try {
     mark(`spawned QEMU pid ${qemu.pid}`);
     await options.onSpawned?.(qemu);
@@ -294,10 +295,17 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
       if (exited) onExit();
     });
     exitPromise.catch(() => undefined);
+    // Cancelling ends whichever step is running: none of them waits out its deadline.
+    const abortPromise = new Promise<never>((_, reject) => {
+      const cancelled = () => reject(new PyroError(ErrorCode.cancelled, "cancelled while the guest was starting"));
+      if (options.signal?.aborted) cancelled();
+      else options.signal?.addEventListener("abort", cancelled, { once: true });
+    });
+    abortPromise.catch(() => undefined);
     // A step that loses the race to QEMU's exit still settles later; that must not become an unhandled rejection.
     const race = <T>(promise: Promise<T>) => {
       promise.catch(() => undefined);
-      return Promise.race([promise, exitPromise]);
+      return Promise.race([promise, exitPromise, abortPromise]);
     };
 
     qmp = await race(QmpClient.connect(files.bound.qmp, Math.min(options.deadline, Date.now() + 15_000)));
@@ -313,7 +321,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     }
     options.onPhase?.(spec.incomingFd !== undefined ? "resuming the guest" : `booting the guest (${spec.accel})`);
     await race(qmp.execute("cont", undefined, options.deadline));
-    const release = await tryLock(files.portLocks[0]!);
+    portRelease = (await tryLock(files.portLocks[0]!)) ?? undefined;
     const opening = AgentSession.open(files.agents[0]!, { deadline: options.deadline, hello: options.hello, signal: options.signal });
     const session = await race(opening).catch((error: unknown) => {
       // QEMU exited first: a session that still opens later is closed at once.
@@ -321,9 +329,10 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
       throw error;
     });
     mark("agent handshake done");
-    locked = { session, release: release ?? (() => Promise.resolve()) };
+    locked = { session, release: portRelease ?? (() => Promise.resolve()) };
     return { qemu, session: locked };
   } catch (error) {
+    await portRelease?.().catch(() => undefined);
     const qemuLog = await tail(files.qemuLog);
     const consoleTail = serial.text();
     await killAndWait(qemu.pid, qemu.startTime);
@@ -364,6 +373,9 @@ async function kvmGroups(accel: Accel): Promise<number[]> {
   return info && info.gid !== 0 ? [info.gid] : [];
 }
 
+/** Pause between a hello that went unanswered and the next connection. */
+const RECONNECT_PAUSE_MS = 500;
+
 /**
  * Opens a session on a free agent port of a running VM. Ports are taken with a
  * lock so concurrent pyro processes each get their own; when all are busy this
@@ -376,13 +388,21 @@ export async function openSession(files: VmFiles, options: { deadline: number; s
       const release = await tryLock(files.portLocks[i]!);
       if (!release) continue;
       try {
-        debug("agent", `opening a session on port ${i}`);
-        const session = await AgentSession.open(files.agents[i]!, {
-          deadline: Math.min(options.deadline, Date.now() + 10_000),
-          signal: options.signal,
-          hello: options.hello,
-        });
-        return { session, release };
+        // A session cut off mid-transfer (a push that hit its deadline) can leave the agent
+        // reading the rest of an old frame, which swallows our hello; a new connection
+        // makes its read end, so a hello that goes unanswered is sent again on one.
+        for (let attemptMs = 2000; ; attemptMs *= 2) {
+          debug("agent", `opening a session on port ${i}`);
+          const attemptDeadline = Math.min(options.deadline, Date.now() + attemptMs);
+          try {
+            const session = await AgentSession.open(files.agents[i]!, { deadline: attemptDeadline, signal: options.signal, hello: options.hello });
+            return { session, release };
+          } catch (error) {
+            if (!isHandshakeTimeout(error) || attemptDeadline >= options.deadline) throw error;
+            // Long enough for the guest to see the port closed before the next connection opens it.
+            await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
+          }
+        }
       } catch (error) {
         await release().catch(() => undefined);
         throw error;
