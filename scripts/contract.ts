@@ -123,10 +123,19 @@ interface MethodDoc {
   returns: ts.Type;
 }
 
+/** A class whose instances the SDK hands out (`Vm`, `Workspace`). */
+interface HandleDoc {
+  name: string;
+  doc: string;
+  methods: MethodDoc[];
+  disposable: boolean;
+}
+
 interface SdkDoc {
   constructorSignature: string;
   properties: Field[];
   methods: MethodDoc[];
+  handles: HandleDoc[];
   types: TypeDoc[];
   errorDocs: Map<string, string>;
   checker: ts.TypeChecker;
@@ -176,12 +185,14 @@ function readSdk(): SdkDoc {
   const documented = new Set<string>();
   const queue: ts.Symbol[] = [];
   let pyroClass: ts.ClassDeclaration | undefined;
+  const handleClasses: ts.ClassDeclaration[] = [];
   let errorCodeSymbol: ts.Symbol | undefined;
   for (const exported of checker.getExportsOfModule(moduleSymbol)) {
     const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
     const declaration = symbol.declarations?.[0];
     if (!declaration) continue;
     if (ts.isClassDeclaration(declaration) && symbol.name === "Pyro") pyroClass = declaration;
+    else if (ts.isClassDeclaration(declaration) && isInSrc(declaration) && !(symbol.name.endsWith("Error"))) handleClasses.push(declaration);
     if (symbol.name === "ErrorCode") errorCodeSymbol = symbol;
     if (ts.isInterfaceDeclaration(declaration) || ts.isTypeAliasDeclaration(declaration)) queue.push(symbol);
   }
@@ -204,7 +215,24 @@ function readSdk(): SdkDoc {
   const methods: MethodDoc[] = [];
   const properties: Field[] = [];
   let constructorSignature = "new Pyro()";
+  const handles: HandleDoc[] = [];
+  const asyncDisposable = (declaration: ts.ClassDeclaration) => declaration.members.some((m) => m.name && ts.isComputedPropertyName(m.name) && m.name.expression.getText() === "Symbol.asyncDispose");
+  for (const declaration of handleClasses) {
+    const symbol = declaration.name && checker.getSymbolAtLocation(declaration.name);
+    if (!symbol) continue;
+    const handle: HandleDoc = { name: symbol.name, doc: docOf(symbol, checker), methods: [], disposable: asyncDisposable(declaration) };
+    for (const member of declaration.members) {
+      if (!ts.isMethodDeclaration(member) || ts.isPrivateIdentifier(member.name) || ts.isComputedPropertyName(member.name)) continue;
+      const method = checker.getSymbolAtLocation(member.name);
+      const signature = checker.getSignatureFromDeclaration(member);
+      if (!method || !signature) continue;
+      handle.methods.push({ name: method.name, signature: `${method.name}${checker.signatureToString(signature, undefined, FORMAT)}`, doc: docOf(method, checker), returns: checker.getReturnTypeOfSignature(signature) });
+    }
+    handles.push(handle);
+  }
   for (const member of pyroClass.members) {
+    // [Symbol.asyncDispose] is told apart in the text (the class is AsyncDisposable), not listed as a method.
+    if (member.name && ts.isComputedPropertyName(member.name)) continue;
     if (!member.name && !ts.isConstructorDeclaration(member)) continue;
     if (member.name && ts.isPrivateIdentifier(member.name)) continue;
     if (ts.getCombinedModifierFlags(member) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) continue;
@@ -256,20 +284,28 @@ function readSdk(): SdkDoc {
 
   const errorDocs = new Map<string, string>();
   for (const property of checker.getPropertiesOfType(checker.getTypeOfSymbol(errorCodeSymbol))) errorDocs.set(property.name, docOf(property, checker));
-  return { constructorSignature, properties, methods, types, errorDocs, checker };
+  return { constructorSignature, properties, methods, handles, types, errorDocs, checker };
 }
 
 /**
  * The default of an optional field: from `Defaults` in src/config.ts when it has
  * one there (and then its doc comment must agree), else what its doc comment says.
  */
+/** Fields whose default lives under another name in `Defaults` (the same field name means another thing there). */
+const DEFAULT_NAMES: Record<string, string> = {
+  "WorkspacePushOptions.timeoutSeconds": "pushTimeoutSeconds",
+  "workspace_sync_push.timeoutSeconds": "pushTimeoutSeconds",
+  "workspace sync push.timeoutSeconds": "pushTimeoutSeconds",
+};
+
 function defaultOf(typeName: string, field: Field): string {
   if (!field.optional) return "";
-  const known = (Defaults as Record<string, unknown>)[field.name];
+  const name = DEFAULT_NAMES[`${typeName}.${field.name}`] ?? field.name;
+  const known = (Defaults as Record<string, unknown>)[name];
   const stated = /\bDefault:? (.+?)(?:\.(?:\s|$)|;|:\s|$)/.exec(field.doc)?.[1]?.trim();
   if (known !== undefined) {
     if (stated !== undefined && stated.split(/\s/)[0] !== show(known)) {
-      throw new Error(`${typeName}.${field.name}: its doc comment says "Default ${stated}" but Defaults.${field.name} is ${show(known)}`);
+      throw new Error(`${typeName}.${field.name}: its doc comment says "Default ${stated}" but Defaults.${name} is ${show(known)}`);
     }
     return code(show(known));
   }
@@ -382,8 +418,9 @@ function allCommands(command: Command, prefix = ""): { path: string; command: Co
   return out;
 }
 
-function optionDefault(option: Option): string {
-  const fromDefaults = (Defaults as Record<string, unknown>)[option.attributeName()];
+function optionDefault(option: Option, commandPath: string): string {
+  const name = DEFAULT_NAMES[`${commandPath}.${option.attributeName()}`] ?? option.attributeName();
+  const fromDefaults = (Defaults as Record<string, unknown>)[name];
   const takesValue = option.required || option.optional;
   const value = fromDefaults ?? (option.defaultValue as unknown);
   if (value === undefined) return takesValue ? "" : "off";
@@ -405,7 +442,8 @@ export function generateContract(): string {
   for (const name of methodNames) if (!SURFACES[name]) throw new Error(`Pyro.${name} is missing from SURFACES in src/tools/surfaces.ts`);
   for (const [name, op] of Object.entries(SURFACES)) {
     if (!methodNames.includes(name)) throw new Error(`SURFACES names Pyro.${name}, which does not exist`);
-    if (!leaves.has(op.cli)) throw new Error(`SURFACES: no CLI command "pyro ${op.cli}"`);
+    if (op.cli && !leaves.has(op.cli)) throw new Error(`SURFACES: no CLI command "pyro ${op.cli}"`);
+    if (!op.cli && !op.noCliBecause) throw new Error(`SURFACES: Pyro.${name} has no CLI command and no reason`);
     if (op.mcp && !tools.has(op.mcp)) throw new Error(`SURFACES: no MCP tool ${op.mcp}`);
   }
   const envVars = scanEnvVars();
@@ -448,7 +486,7 @@ export function generateContract(): string {
       ["SDK method", "CLI", "MCP tool"],
       methodNames.map((name) => {
         const op = SURFACES[name]!;
-        return [code(name), code(`pyro ${op.cli}`), op.mcp ? code(op.mcp) : "—"];
+        return [code(name), op.cli ? code(`pyro ${op.cli}`) : "—", op.mcp ? code(op.mcp) : "—"];
       }),
     ),
     "",
@@ -540,7 +578,7 @@ export function generateContract(): string {
           ["option", "default", "description"],
           options.map((o) => [
             code(o.flags),
-            optionDefault(o) ? code(optionDefault(o)) : "—",
+            optionDefault(o, path) ? code(optionDefault(o, path)) : "—",
             `${o.description}${o.argChoices ? ` Choices: ${o.argChoices.map(code).join(", ")}.` : ""}`,
           ]),
         ),
@@ -578,9 +616,22 @@ export function generateContract(): string {
       "```",
       "",
       ...(method.doc ? [method.doc, ""] : []),
-      `CLI: ${code(`pyro ${op.cli}`)} · MCP: ${op.mcp ? code(op.mcp) : "none"}`,
+      `CLI: ${op.cli ? code(`pyro ${op.cli}`) : `none (${op.noCliBecause ?? ""})`} · MCP: ${op.mcp ? code(op.mcp) : "none"}`,
       "",
     );
+  }
+  push(
+    "### Handles",
+    "",
+    "`createVm` and `createWorkspace` (and `getVm`, `getWorkspace`) return objects that carry the info's fields and",
+    "these methods, bound to their id. `Pyro` itself is `AsyncDisposable`: `await using pyro = new Pyro()` calls `close()`.",
+    "",
+  );
+  for (const handle of sdk.handles) {
+    push(`#### \`${handle.name}\``, "", ...(handle.doc ? [handle.doc, ""] : []));
+    if (handle.disposable) push(`\`${handle.name}\` is \`AsyncDisposable\`: leaving an \`await using\` block deletes it.`, "");
+    push("```ts", ...handle.methods.map((m) => m.signature), "```", "");
+    push(table(["method", "description"], handle.methods.map((m) => [code(m.name), oneLine(m.doc) || "—"])), "");
   }
   push("### Types", "", "Field names here are the SDK's; JSON output uses their snake_case form (shown as JSON).", "");
   for (const type of sdk.types) {

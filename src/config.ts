@@ -15,6 +15,8 @@ export const Defaults = {
   maxOutputBytes: 1024 * 1024,
   /** Cold boot to a ready agent; TCG on a busy 2-core host needs generous room. */
   bootTimeoutSeconds: 90,
+  /** A push (or a seed) that has not finished in this time fails; the workspace keeps what it had. */
+  pushTimeoutSeconds: 600,
 } as const;
 
 export const Limits = {

@@ -28,6 +28,12 @@ export const ErrorCode = {
   sourceRefused: "source_refused",
   /** A seed or pushed tree is over the size or entry-count cap. */
   sourceTooLarge: "source_too_large",
+  /** A path in a workspace does not exist. */
+  fileNotFound: "file_not_found",
+  /** A patch does not apply to the workspace's files; nothing was changed. */
+  patchFailed: "patch_failed",
+  /** A named snapshot does not exist. */
+  snapshotNotFound: "snapshot_not_found",
   /** A state or cache file could not be read or written. */
   stateError: "state_error",
   /** The operation was cancelled by the caller. */
@@ -57,6 +63,9 @@ export const DEFAULT_HINTS: Record<ErrorCodeValue, string> = {
   workspace_not_found: "it may have expired or been deleted; list the live workspaces (`pyro workspace list`)",
   source_refused: "remove or fix the named entry, or copy only what the workspace needs",
   source_too_large: "copy less at a time (subdirectories one by one), leaving build outputs out",
+  file_not_found: "list the directory (workspace_file_list) to see what is there",
+  patch_failed: "read the file again (workspace_file_read) and make the patch against its current content",
+  snapshot_not_found: "list the workspace's snapshots (snapshot_list)",
   state_error: "check the state directory's permissions and free space",
   cancelled: "run it again when you want the result",
   internal: "this is a bug in pyro; rerun with PYRO_DEBUG=1 and report the output",

@@ -26,6 +26,8 @@ export interface ExecRequest {
   env?: Record<string, string>;
   timeoutMs: number;
   maxOutputBytes: number;
+  /** Flush the guest's filesystems before reporting the end, so what the command wrote survives a crash. */
+  sync?: boolean;
 }
 
 export interface ExecOutcome {
@@ -191,6 +193,66 @@ export class AgentSession {
         done(error instanceof PyroError ? error : agentError(String(error)));
       }
     });
+  }
+
+  /**
+   * A request answered by any number of `dataType` frames (handed to
+   * `onData` as they come) and then one `ok`, whose header and payload are
+   * returned. An agent `error` rejects with what `onError` makes of it.
+   * Aborting `signal` ends the wait (the caller then closes the session,
+   * which ends the request in the guest).
+   */
+  request(
+    type: string,
+    fields: Record<string, unknown>,
+    options: {
+      payload?: Buffer;
+      deadline: number;
+      signal?: AbortSignal;
+      dataType?: string;
+      onData?: (payload: Buffer) => void;
+      onError: (code: string, message: string) => PyroError;
+    },
+  ): Promise<Frame> {
+    const id = this.nextId++;
+    return new Promise((resolvePromise, reject) => {
+      const timer = setTimeout(() => done(agentError(`the guest agent did not finish ${type} in time`)), Math.max(0, options.deadline - Date.now()));
+      const onAbort = () => done(new PyroError(ErrorCode.cancelled, `${type} was cancelled`));
+      const done = (result: PyroError | Frame) => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
+        if (!this.pending.delete(id)) return;
+        if (result instanceof PyroError) reject(result);
+        else resolvePromise(result);
+      };
+      this.pending.set(id, {
+        onFrame: (frame) => {
+          const { header } = frame;
+          if (header.type === "ok") return done(frame);
+          if (header.type === "error") return done(options.onError(String(header.code), String(header.message).slice(0, 2000)));
+          if (options.dataType !== undefined && header.type === options.dataType) {
+            try {
+              options.onData?.(frame.payload);
+            } catch (error) {
+              done(error instanceof PyroError ? error : agentError(String(error)));
+            }
+          }
+        },
+        onClose: done,
+      });
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        this.send({ ...fields, type, id }, options.payload);
+      } catch (error) {
+        done(error instanceof PyroError ? error : agentError(String(error)));
+      }
+    });
+  }
+
+  /** Flushes every filesystem in the guest to its disk. */
+  async sync(deadline = Date.now() + 60_000): Promise<void> {
+    await this.simple("sync", {}, deadline);
   }
 
   async ping(deadline = Date.now() + 5000): Promise<void> {
@@ -392,6 +454,7 @@ export class AgentSession {
       if (request.argv !== undefined) header.argv = request.argv;
       if (request.cwd !== undefined) header.cwd = request.cwd;
       if (request.env !== undefined) header.env = request.env;
+      if (request.sync) header.sync = true;
       try {
         this.send(header);
       } catch (error) {

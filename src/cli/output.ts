@@ -22,6 +22,9 @@ export const EXIT_CODES: Record<ErrorCodeValue, number> = {
   [ErrorCode.workspaceNotFound]: 76,
   [ErrorCode.sourceRefused]: 77,
   [ErrorCode.sourceTooLarge]: 78,
+  [ErrorCode.fileNotFound]: 79,
+  [ErrorCode.patchFailed]: 80,
+  [ErrorCode.snapshotNotFound]: 81,
   [ErrorCode.cancelled]: 130,
 };
 

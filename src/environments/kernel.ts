@@ -87,7 +87,7 @@ export async function ensureKernel(kernelsDir: string, options: { mirror?: strin
 }
 
 async function findCachedKernel(kernelsDir: string): Promise<KernelInfo | undefined> {
-  for (const name of (await readdir(kernelsDir)).sort().reverse()) {
+  for (const name of (await readdir(kernelsDir)).sort(newestRelease)) {
     if (name.startsWith(".")) continue;
     const dir = join(kernelsDir, name);
     const record = await readJsonIfExists<KernelRecord>(join(dir, "kernel.json")).catch(() => undefined);
@@ -192,4 +192,12 @@ function pipeThrough(command: string, args: string[], input: Buffer): Promise<Bu
     child.on("close", () => resolvePromise(Buffer.concat(chunks)));
     child.stdin.end(input);
   });
+}
+
+/**
+ * Orders kernel releases newest first, comparing their numbers as numbers:
+ * 6.1.0-10 is newer than 6.1.0-9.
+ */
+export function newestRelease(a: string, b: string): number {
+  return b.localeCompare(a, "en", { numeric: true });
 }

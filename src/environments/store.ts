@@ -7,6 +7,7 @@ import { isErrno, pathExists, readJsonIfExists, sha256File, writeFileAtomic, wri
 import { withLock } from "../util/lock.js";
 import { pidAlive, runTool, which } from "../util/proc.js";
 import { CATALOG, CATALOG_VERSION, cacheKey, requireEnvironment, type EnvironmentSpec } from "./catalog.js";
+import { ImageStore } from "./images.js";
 import { buildInitramfs } from "./initramfs.js";
 import { ensureKernel } from "./kernel.js";
 
@@ -67,6 +68,8 @@ const TOOLS = [
 
 export class EnvironmentStore {
   readonly root: string;
+  /** Root filesystem images by content; entries and VM disks refer to them. */
+  readonly images: ImageStore;
   readonly mirror: string | undefined;
   /** The guest agent built into new initramfs images. */
   readonly agentPath: string;
@@ -75,6 +78,7 @@ export class EnvironmentStore {
     this.root = paths.environmentsDir;
     this.mirror = env.PYRO_DEBIAN_MIRROR || undefined;
     this.agentPath = agentBinaryPath(env);
+    this.images = new ImageStore(this.root);
   }
 
   entryDir(name: string): string {
@@ -152,7 +156,7 @@ export class EnvironmentStore {
         if (quick.state !== "not_installed") progress({ phase: "verify", message: `existing ${name} is ${quick.state} (${quick.reason ?? "forced"}); rebuilding` });
         return this.build(spec, progress, options.signal);
       },
-      { waitMs: 60 * 60_000, staleMs: 60_000 },
+      { waitMs: 60 * 60_000, staleMs: 60_000, signal: options.signal },
     );
   }
 
@@ -246,7 +250,7 @@ export class EnvironmentStore {
       await runChecked("truncate", ["-s", `${spec.diskMib}M`, raw], signal);
       await runChecked("mkfs.ext4", ["-q", "-F", "-L", "pyro-root", "-E", "root_owner=0:0", "-d", tree, raw], signal);
       await rm(tree, { recursive: true, force: true });
-      await runChecked("qemu-img", ["convert", "-q", "-O", "qcow2", raw, join(out, "rootfs.qcow2")], signal);
+      await runChecked("qemu-img", ["convert", "-q", "-O", "qcow2", raw, join(work, "rootfs.qcow2")], signal);
       await rm(raw, { force: true });
 
       progress({ phase: "initramfs", message: `adding kernel ${kernel.release} and the guest agent` });
@@ -268,7 +272,8 @@ export class EnvironmentStore {
         files: {
           kernel: await digestOf(out, "vmlinux"),
           initramfs: await digestOf(out, "initramfs.img"),
-          rootfs: await digestOf(out, "rootfs.qcow2"),
+          // Under its digest, beside the entries: a rebuild never changes the image VMs made earlier use.
+          rootfs: await this.images.adopt(join(work, "rootfs.qcow2"), work),
         },
         agent: { sha256: await agentDigest(agentPath) },
       };
@@ -307,24 +312,30 @@ export class EnvironmentStore {
     );
   }
 
-  /** Removes entries not in the catalog or built for an older catalog, unused kernels and leftovers of interrupted builds. */
-  async prune(): Promise<{ removed: string[]; freedBytes: number }> {
+  /**
+   * Removes entries not in the catalog or built for an older catalog, unused
+   * kernels, leftovers of interrupted builds, and root images that neither an
+   * environment nor a VM uses. Images a VM still needs are kept and named.
+   */
+  async prune(): Promise<{ removed: string[]; freedBytes: number; kept: { image: string; usedBy: string[] }[] }> {
     const removed: string[] = [];
     let freedBytes = 0;
     let names: string[];
     try {
       names = await readdir(this.root);
     } catch (error) {
-      if (isErrno(error, "ENOENT")) return { removed, freedBytes };
+      if (isErrno(error, "ENOENT")) return { removed, freedBytes, kept: [] };
       throw error;
     }
     const keep = new Set<string>();
     const kernelsInUse = new Set<string>();
+    const imagesInUse = new Set<string>();
     for (const spec of CATALOG) {
       const check = await this.check(spec.name);
       if (check.state === "installed") {
         keep.add(cacheKey(spec.name));
         if (check.manifest) kernelsInUse.add(check.manifest.kernelRelease);
+        if (check.manifest) imagesInUse.add(join(this.entryDir(spec.name), check.manifest.files.rootfs.path));
       }
     }
     const remove = async (path: string, label: string) => {
@@ -333,7 +344,7 @@ export class EnvironmentStore {
       removed.push(label);
     };
     for (const name of names) {
-      if (name === ".locks" || name === ".kernels" || keep.has(name)) continue;
+      if (name === ".locks" || name === ".kernels" || name === ".images" || keep.has(name)) continue;
       // An in-progress build holds its environment's lock; leave its work dir alone.
       if (name.startsWith(".build-") && isBuildActive(join(this.root, name))) continue;
       await remove(join(this.root, name), name);
@@ -342,7 +353,8 @@ export class EnvironmentStore {
     for (const name of kernels) {
       if (!kernelsInUse.has(name) && !name.startsWith(".build-")) await remove(join(this.kernelsDir(), name), `.kernels/${name}`);
     }
-    return { removed, freedBytes };
+    const images = await this.images.prune(imagesInUse);
+    return { removed: [...removed, ...images.removed], freedBytes: freedBytes + images.freedBytes, kept: images.kept };
   }
 }
 

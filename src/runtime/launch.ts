@@ -1,3 +1,4 @@
+import { rename } from "node:fs/promises";
 import { join } from "node:path";
 import { hostTscKhz, type Accel } from "../backends/qemu/accel.js";
 import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
@@ -14,8 +15,11 @@ import { runTool, which } from "../util/proc.js";
 
 /** The VM's own copy-on-write layer over the shared, read-only root image. */
 export async function createOverlay(rootfsPath: string, diskPath: string): Promise<void> {
-  const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", rootfsPath, diskPath]);
+  // Made under another name and renamed: a process killed half-way leaves no half disk behind.
+  const partial = `${diskPath}.partial`;
+  const made = await runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", rootfsPath, partial]);
   if (made.code !== 0) throw new PyroError(ErrorCode.bootFailed, `could not create the VM's disk: ${made.stderr.trim()}`);
+  await rename(partial, diskPath);
 }
 
 /**
@@ -24,7 +28,11 @@ export async function createOverlay(rootfsPath: string, diskPath: string): Promi
  * host's settings (boot deadline, TSC rate).
  */
 export class VmLauncher {
-  constructor(readonly env: NodeJS.ProcessEnv) {}
+  /** `cacheDir`: where this host's TSC rate is recorded for the templates kept there. */
+  constructor(
+    readonly env: NodeJS.ProcessEnv,
+    private readonly cacheDir: string,
+  ) {}
 
   /** How this host confines QEMU (probed once per process). */
   jailHost(): Promise<JailHost> {
@@ -37,7 +45,7 @@ export class VmLauncher {
   }
 
   async tscKhz(accel: Accel): Promise<number | undefined> {
-    return accel === "tcg" ? hostTscKhz() : undefined;
+    return accel === "tcg" ? hostTscKhz(this.cacheDir) : undefined;
   }
 
   spec(files: VmFiles, environment: ReadyEnvironment, shape: MachineShape & { accel: Accel }, tscKhz: number | undefined, extra: Pick<LaunchSpec, "incomingFd"> = {}): LaunchSpec {

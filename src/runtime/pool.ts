@@ -7,7 +7,7 @@ import { packageRoot } from "../config.js";
 import type { ResolvedVmOptions } from "./types.js";
 import { debug } from "../util/log.js";
 import { tryLock } from "../util/lock.js";
-import type { VmRecord } from "./store.js";
+import type { ProcessRef, VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
 
 /**
@@ -77,7 +77,7 @@ export class VmPool {
    * Takes a pooled VM of this shape for a run: it becomes a started VM with
    * the caller's time to live. Undefined when the pool has none.
    */
-  async claim(options: ResolvedVmOptions): Promise<VmRecord | undefined> {
+  async claim(options: ResolvedVmOptions, owner?: ProcessRef): Promise<VmRecord | undefined> {
     if (!this.enabled || options.allowHostCompat) return undefined;
     const key = await this.keyFor(options);
     if (!key) return undefined;
@@ -92,6 +92,7 @@ export class VmPool {
           ...current,
           state: "started",
           pool: null,
+          owner: owner ?? null,
           ttlSeconds: options.ttlSeconds,
           createdAt: now.toISOString(),
           expiresAt: new Date(now.getTime() + options.ttlSeconds * 1000).toISOString(),

@@ -1,9 +1,10 @@
-import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { inspectCgroups, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
 import { pathExists } from "../util/fs.js";
 import { debug } from "../util/log.js";
-import { killAndWait, pidAlive, processStartTime } from "../util/proc.js";
+import { isSameProcessAlive, killAndWait, pidAlive } from "../util/proc.js";
+import { listPyroQemus } from "../backends/qemu/procs.js";
+import type { VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
 
 /**
@@ -14,19 +15,30 @@ import type { VmManager } from "./vms.js";
 export class Reaper {
   constructor(private readonly vms: VmManager) {}
 
-  /** Deletes every VM whose time to live has passed; returns their ids. */
+  /**
+   * Deletes every VM whose time to live has passed, and every one-shot VM
+   * whose owner process is gone (a run killed before it could clean up);
+   * returns their ids.
+   */
   async reap(now = Date.now()): Promise<string[]> {
     const reaped: string[] = [];
     for (const id of await this.vms.store.ids()) {
       const record = await this.vms.store.read(id).catch(() => undefined);
-      if (!record || new Date(record.expiresAt).getTime() > now) continue;
+      if (!record) continue;
+      // A start whose process died, or a QEMU that exited: recorded as failed, what was left stopped.
+      await this.vms.refresh(record).catch((error: unknown) => debug("reaper", `could not refresh ${id}: ${String(error)}`));
+      const expired = (r: VmRecord) => new Date(r.expiresAt).getTime() <= now;
+      const orphaned = async (r: VmRecord) => !!r.owner && !(await isSameProcessAlive(r.owner.pid, r.owner.startTime));
+      const reason = expired(record) ? "expired" : (await orphaned(record)) ? "reaped" : undefined;
+      if (!reason) continue;
       try {
-        if (await this.vms.delete(id)) reaped.push(id);
+        if (await this.vms.delete(id, undefined, { reason, onlyIf: async (current) => expired(current) || (await orphaned(current)) })) reaped.push(id);
       } catch (error) {
         debug("reaper", `could not reap ${id}: ${String(error)}`);
       }
     }
     await this.killOrphans();
+    await this.vms.store.pruneTombstones(now);
     const { support } = await inspectCgroups();
     if (support) await removeEmptyCgroups(support);
     return reaped;
@@ -57,18 +69,3 @@ export class Reaper {
   }
 }
 
-/** Running QEMU processes started by pyro, with the QMP socket that identifies each. */
-async function listPyroQemus(): Promise<{ pid: number; startTime: string | undefined; qmpSocket: string }[]> {
-  const found: { pid: number; startTime: string | undefined; qmpSocket: string }[] = [];
-  for (const entry of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(entry)) continue;
-    // The start time before and after the command line: a pid reused in between is not the process we read.
-    const startTime = await processStartTime(Number(entry));
-    const argv = (await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (!argv[0]?.includes("qemu-system") || argv[1] !== "-name" || argv[2] !== "pyro") continue;
-    const qmp = argv[argv.indexOf("-qmp") + 1];
-    const match = qmp ? /^unix:([^,]+),/.exec(qmp) : null;
-    if (match?.[1] && startTime !== undefined && (await processStartTime(Number(entry))) === startTime) found.push({ pid: Number(entry), startTime, qmpSocket: match[1] });
-  }
-  return found;
-}

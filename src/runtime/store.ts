@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { NetworkPolicy } from "../network/policy.js";
 import type { Accel } from "../backends/qemu/accel.js";
@@ -53,10 +53,52 @@ export interface VmRecord {
   openedDestinations?: string[];
   /** Why the VM is in state `failed`. */
   failure: string | null;
-  /** How the VM last started: restored from a template snapshot, or booted cold. */
-  bootMode: "cold" | "restore" | null;
+  /** How the VM last started: booted cold, restored from a template snapshot (or forked from a running VM), or resumed with its saved memory. */
+  bootMode: "cold" | "restore" | "resume" | null;
   /** Set while the VM waits in the pool: the template key it was made for. */
   pool?: { key: string } | null;
+  /**
+   * The process a one-shot VM (a run, a pool claim) belongs to. When it is
+   * gone, nobody will delete the VM, so the next pyro process does.
+   */
+  owner?: ProcessRef | null;
+  /** The root image the VM's disk is backed by, set when the disk is made; a rebuilt environment has a new one. */
+  rootfsImage?: string | null;
+  /** The process starting the VM while its state is `starting`; a start whose process died is over. */
+  starter?: ProcessRef | null;
+}
+
+/**
+ * The record after activity at `at`: a workspace's time to live counts from
+ * its last activity, so one in use does not expire mid-task; a plain VM's
+ * counts from its creation.
+ */
+export function touched(record: VmRecord, at: Date = new Date()): VmRecord {
+  const lastActivityAt = at.toISOString();
+  if (record.kind !== "workspace") return { ...record, lastActivityAt };
+  return { ...record, lastActivityAt, expiresAt: new Date(at.getTime() + record.ttlSeconds * 1000).toISOString() };
+}
+
+/** Why a VM or workspace is gone. */
+export type GoneReason = "deleted" | "expired" | "reaped";
+
+interface Tombstone {
+  vmId: string;
+  kind: VmKind;
+  reason: GoneReason;
+  at: string;
+  /** Why it had failed, when it was in state failed as it went. */
+  failure: string | null;
+  expiresAt: string;
+}
+
+/** How long the note of a gone VM is kept. */
+const TOMBSTONE_MS = 24 * 3600 * 1000;
+
+/** A process, told apart from any later one with its pid by its start time. */
+export interface ProcessRef {
+  pid: number;
+  startTime: string;
 }
 
 /** Plain files under the state directory: one directory per VM, its record written atomically under a lock. */
@@ -67,7 +109,7 @@ export class VmStore {
   /** Checked once per process, before the first record is written. */
   private ownership: Promise<void> | undefined;
 
-  constructor(private readonly stateDir: string) {
+  constructor(readonly stateDir: string) {
     this.vmsDir = join(stateDir, "vms");
     this.locksDir = join(stateDir, "locks");
   }
@@ -78,7 +120,7 @@ export class VmStore {
     return join(this.vmsDir, vmId);
   }
 
-  private recordPath(vmId: string): string {
+  recordPath(vmId: string): string {
     return join(this.dir(vmId), "vm.json");
   }
 
@@ -103,8 +145,51 @@ export class VmStore {
   /** The record of a VM of the given kind; a missing one (or one of the other kind) is "not found". */
   async get(vmId: string, kind: VmKind = "vm"): Promise<VmRecord> {
     const record = await this.read(vmId);
-    if (!record || record.kind !== kind) throw notFound(vmId, kind);
+    if (!record) throw await this.missing(vmId, kind);
+    if (record.kind !== kind) throw notFound(vmId, kind);
     return record;
+  }
+
+  private tombstonePath(vmId: string): string {
+    return join(this.stateDir, "tombstones", `${vmId}.json`);
+  }
+
+  /**
+   * Leaves a small note of why and when a VM went, kept for a day, so that a
+   * later call on it can say so instead of a bare "not found".
+   */
+  async bury(record: VmRecord, reason: GoneReason, at: Date = new Date()): Promise<void> {
+    const dir = join(this.stateDir, "tombstones");
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const tombstone: Tombstone = { vmId: record.vmId, kind: record.kind, reason, at: at.toISOString(), failure: record.state === "failed" ? record.failure : null, expiresAt: record.expiresAt };
+    await writeJsonAtomic(this.tombstonePath(record.vmId), tombstone);
+  }
+
+  /** Removes the notes of VMs gone for more than a day (the reaper's job). */
+  async pruneTombstones(now = Date.now()): Promise<void> {
+    const dir = join(this.stateDir, "tombstones");
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const path = join(dir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (info && now - info.mtimeMs > TOMBSTONE_MS) await rm(path, { force: true });
+    }
+  }
+
+  /** The "not found" error for an id, saying why and when it went when that is known. */
+  async missing(vmId: string, kind: VmKind): Promise<PyroError> {
+    const tombstone = await readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
+    if (!tombstone || tombstone.kind !== kind || Date.now() - new Date(tombstone.at).getTime() > TOMBSTONE_MS) return notFound(vmId, kind);
+    const what = kind === "workspace" ? `workspace ${vmId}` : `VM ${vmId}`;
+    const failed = tombstone.failure ? ` (it had failed: ${tombstone.failure})` : "";
+    const how: Record<GoneReason, string> = {
+      deleted: `was deleted at ${tombstone.at}${failed}`,
+      expired: `expired at ${tombstone.expiresAt} (no activity for its time to live) and was removed at ${tombstone.at}${failed}`,
+      reaped: `was removed at ${tombstone.at} because the process that owned it had died${failed}`,
+    };
+    return new PyroError(kind === "workspace" ? ErrorCode.workspaceNotFound : ErrorCode.vmNotFound, `${what} ${how[tombstone.reason]}`, {
+      hint: kind === "workspace" ? "create a new workspace (with a longer ttl_seconds if it expired)" : "create a new VM",
+      details: { reason: tombstone.reason, at: tombstone.at, failure: tombstone.failure },
+    });
   }
 
   /** Read-modify-write under the VM's lock. Returns undefined when the VM is gone. */

@@ -53,7 +53,7 @@ export class TemplateBuilder {
     }
     hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${environment.name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB) — first use only` });
     try {
-      return await this.templates.build(key, (work) => this.makeState(work, environment, key, hooks.signal));
+      return await this.templates.build(key, (work) => this.makeState(work, environment, key, hooks.signal), hooks.signal);
     } catch (error) {
       if (error instanceof PyroError && error.code === ErrorCode.cancelled) throw error;
       const reason = error instanceof Error ? error.message : String(error);
@@ -75,18 +75,18 @@ export class TemplateBuilder {
     const found = await this.templates.find(key);
     if (found) return found;
     hooks.onProgress?.({ phase: "template", message: `saving a template snapshot for ${name} (${shape.vcpuCount} vCPU, ${shape.memMib} MiB, ${accel})` });
-    return this.templates.build(key, (work) => this.makeState(work, environment, key, hooks.signal));
+    return this.templates.build(key, (work) => this.makeState(work, environment, key, hooks.signal), hooks.signal);
   }
 
   /** Removes unused environment cache entries, and templates of environments that were rebuilt since. */
-  async prune(): Promise<{ removed: string[]; freedBytes: number }> {
+  async prune(): Promise<{ removed: string[]; freedBytes: number; kept: { image: string; usedBy: string[] }[] }> {
     const result = await this.environments.prune();
     const current = new Set<string>();
     for (const entry of await this.environments.list()) {
       if (entry.state === "installed" && entry.manifest) current.add(environmentDigest(entry.manifest));
     }
     const removed = await this.templates.prune((key) => key.format === TEMPLATE_FORMAT && current.has(key.environmentDigest));
-    return { removed: [...result.removed, ...removed], freedBytes: result.freedBytes };
+    return { removed: [...result.removed, ...removed], freedBytes: result.freedBytes, kept: result.kept };
   }
 
   /** Boots a VM cold, warms its login shell, and saves it whole into `work`. */

@@ -53,6 +53,8 @@ export interface ReadyTemplate {
   /** The VM's disk when the state was saved; each restored VM starts from a copy. */
   diskPath: string;
   key: TemplateKey;
+  /** When it was made: with `dir`, what tells this template from a later one in the same place. */
+  createdAt: string;
 }
 
 export function environmentDigest(manifest: EnvironmentManifest): string {
@@ -120,7 +122,7 @@ export class TemplateStore {
       return { discarded: problem };
     }
     const files = manifest.files;
-    return { template: { dir, statePath: join(dir, files.state.path), diskPath: join(dir, files.disk.path), key } };
+    return { template: { dir, statePath: join(dir, files.state.path), diskPath: join(dir, files.disk.path), key, createdAt: manifest.createdAt } };
   }
 
   private async check(dir: string, manifest: TemplateManifest, key: TemplateKey): Promise<string | undefined> {
@@ -147,7 +149,7 @@ export class TemplateStore {
    * `state` and `disk.qcow2` there. Templates hold a whole VM's memory, so
    * they are pyro's user's alone: directories 0700, files 0600.
    */
-  async build(key: TemplateKey, makeState: (workDir: string) => Promise<{ state: string; disk: string }>): Promise<ReadyTemplate> {
+  async build(key: TemplateKey, makeState: (workDir: string) => Promise<{ state: string; disk: string }>, signal?: AbortSignal): Promise<ReadyTemplate> {
     const dir = this.dirFor(key);
     await ensureOwnDir(dirname(this.root), "cache directory");
     await mkdir(this.root, { recursive: true, mode: 0o700 });
@@ -184,7 +186,7 @@ export class TemplateStore {
         if (!made) throw new Error(`the template in ${dir} did not validate after it was made`);
         return made;
       },
-      { waitMs: 10 * 60_000, staleMs: 60_000 },
+      { waitMs: 10 * 60_000, staleMs: 60_000, signal },
     );
   }
 
@@ -204,6 +206,22 @@ export class TemplateStore {
     await chmod(path, 0o600);
     const stamp = await stampOf(path);
     return { path: name, size: (await stat(path)).size, sha256: await sha256File(path), stamp: stamp ?? "" };
+  }
+
+  /**
+   * Removes a template that failed to restore, but only that one: under the
+   * build lock, and only when the directory still holds the template that
+   * failed (another process may have made a new one there meanwhile).
+   */
+  async discard(template: ReadyTemplate): Promise<void> {
+    await withLock(
+      `${template.dir}.lock`,
+      async () => {
+        const manifest = await readJsonIfExists<TemplateManifest>(join(template.dir, "manifest.json")).catch(() => undefined);
+        if (manifest?.createdAt === template.createdAt) await this.remove(template.dir);
+      },
+      { waitMs: 30_000, staleMs: 60_000 },
+    ).catch((error: unknown) => debug("template", `could not discard ${template.dir}: ${String(error)}`));
   }
 
   async remove(dir: string): Promise<void> {

@@ -31,6 +31,8 @@ export interface ExecRequestOptions {
   timeoutSeconds: number;
   maxOutputBytes?: number;
   cwd?: string;
+  /** Flush the guest's filesystems before reporting, so what the command wrote is on disk. */
+  sync?: boolean;
 }
 
 /** Whether this host can boot guests, and if not, what is missing and how to fix it. */

@@ -1,16 +1,27 @@
-import { appendFile, readFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { appendFile, copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { ExecHooks, ExecOutcome } from "../agent/client.js";
+import { EXEC_GRACE_MS, type ExecHooks, type ExecOutcome } from "../agent/client.js";
 import { checkSource, DEFAULT_SOURCE_LIMITS, resolveWorkspaceDest, tarStreamOf, type CheckedSource } from "../sources/tree.js";
 import { extractInto, type PushCounts } from "../backends/hostCompat/extract.js";
 import type { ResolvedVmOptions } from "./types.js";
-import { isErrno } from "../util/fs.js";
-import type { VmRecord, WorkspaceFields } from "./store.js";
+import { Defaults } from "../config.js";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
+import { clipHeadTail } from "../util/clip.js";
+import { isErrno, pathExists } from "../util/fs.js";
+import { networkPolicyOf, touched, type VmRecord, type WorkspaceFields } from "./store.js";
+import { deleteRunningDiskSnapshot, listDiskSnapshots, offlineDiskSnapshot, snapshotRunningDisk, type DiskSnapshot } from "../backends/qemu/disk-snapshots.js";
+import { vmFiles } from "../backends/qemu/vm.js";
+import { recordBaseline, WorkspaceFiles, type WorkspaceEvent } from "./workspace-files.js";
 import type { StartHooks } from "./types.js";
 import type { VmManager } from "./vms.js";
 
 export const WORKSPACE_PATH = "/workspace";
-/** Output kept per stream in the journal; the exec result itself keeps up to maxOutputBytes. */
+/**
+ * Output kept per stream in a journal entry (its head and tail); the whole
+ * output (up to maxOutputBytes, like the exec result) is kept beside it and
+ * read back by asking for that one entry.
+ */
 export const JOURNAL_OUTPUT_BYTES = 16 * 1024;
 
 export interface JournalEntry {
@@ -23,7 +34,11 @@ export interface JournalEntry {
   finishedAt: string;
   stdout: string;
   stderr: string;
-  /** The journal keeps at most 16 KiB per stream; these say when more was produced. */
+  /**
+   * Whether the output shown is not all of it: the entry keeps 16 KiB per
+   * stream (head and tail, a marker between) unless asked for alone, and
+   * past 1 MiB output is dropped.
+   */
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
 }
@@ -48,10 +63,34 @@ export interface PushOutcome {
  * workspace lives on the VM's own copy-on-write disk, for as long as the VM.
  */
 export class WorkspaceManager {
-  constructor(private readonly vms: VmManager) {}
+  /** Files of running workspaces, without a shell. */
+  readonly files: WorkspaceFiles;
+
+  constructor(private readonly vms: VmManager) {
+    this.files = new WorkspaceFiles(vms, async (id, event) => {
+      await this.recordActivity(id, event);
+    });
+  }
+
+  private eventsPath(id: string): string {
+    return join(this.vms.store.dir(id), "events.jsonl");
+  }
+
+  /** Marks activity (the time to live counts from it) and journals what changed, for the summary. */
+  async recordActivity(id: string, event: WorkspaceEvent): Promise<VmRecord | undefined> {
+    return this.vms.store.update(id, async (current) => {
+      if (event.kind !== "touch") await this.appendEvent(id, event);
+      return touched(current);
+    });
+  }
 
   private journalPath(id: string): string {
     return join(this.vms.store.dir(id), "journal.jsonl");
+  }
+
+  /** Where a command's whole output is kept when its journal entry holds only part of it. */
+  private outputPath(id: string, sequence: number, stream: "stdout" | "stderr"): string {
+    return join(this.vms.store.dir(id), "output", `${sequence}.${stream}`);
   }
 
   private workRoot(id: string): string {
@@ -74,11 +113,14 @@ export class WorkspaceManager {
     };
     const record = await this.vms.create(request, hooks, { kind: "workspace", workspace });
     try {
-      await this.vms.start(record.vmId, hooks, "workspace");
+      const started = await this.vms.start(record.vmId, hooks, "workspace");
+      const baseline = this.files.baseline(record.vmId).path;
       if (source) {
         hooks.onProgress?.({ phase: "seed", message: `copying ${source.entries} entries (${source.bytes} bytes) into ${WORKSPACE_PATH}` });
-        await this.copyIn(record.vmId, source, WORKSPACE_PATH, hooks.signal);
+        // What the guest was sent is the baseline that diffs compare against, kept where the guest cannot change it.
+        await this.copyIn(record.vmId, source, WORKSPACE_PATH, hooks.signal, undefined, started.executionMode === "guest" ? baseline : undefined);
       }
+      if (started.executionMode === "guest") await this.takeSnapshot(started, BASELINE, hooks.signal);
       return await this.vms.status(record.vmId, "workspace");
     } catch (error) {
       await this.vms.delete(record.vmId).catch(() => undefined);
@@ -87,38 +129,66 @@ export class WorkspaceManager {
   }
 
   /** Copies a host directory or archive into the running workspace, at /workspace or under it. */
-  async push(id: string, sourcePath: string, dest: string | undefined, signal?: AbortSignal): Promise<PushOutcome> {
-    const target = resolveWorkspaceDest(dest, WORKSPACE_PATH);
+  async push(id: string, sourcePath: string, options: { dest?: string; signal?: AbortSignal; timeoutSeconds?: number } = {}): Promise<PushOutcome> {
+    const target = resolveWorkspaceDest(options.dest, WORKSPACE_PATH);
     await this.vms.requireRunning(id, "workspace");
     const source = await checkSource(resolve(sourcePath), DEFAULT_SOURCE_LIMITS, "sourcePath");
-    const counts = await this.copyIn(id, source, target, signal);
-    const record = await this.vms.store.update(id, (current) => ({ ...current, lastActivityAt: new Date().toISOString() }));
+    await this.holdFor(id, options.timeoutSeconds ?? Defaults.pushTimeoutSeconds);
+    const counts = await this.copyIn(id, source, target, options.signal, options.timeoutSeconds);
+    const record = await this.recordActivity(id, { kind: "push", source: source.path, dest: target, files: counts.files, bytes: counts.bytes });
     return { record: record ?? (await this.vms.status(id, "workspace")), source, dest: target, counts };
   }
 
-  private async copyIn(id: string, source: CheckedSource, dest: string, signal: AbortSignal | undefined): Promise<PushCounts> {
+  /**
+   * Keeps the workspace from expiring while an operation of up to `seconds`
+   * runs: its time to live then counts from the operation's end.
+   */
+  private async holdFor(id: string, seconds: number): Promise<void> {
+    await this.vms.store.update(id, (current) => {
+      const until = Date.now() + (seconds + current.ttlSeconds) * 1000;
+      return new Date(current.expiresAt).getTime() >= until ? current : { ...current, expiresAt: new Date(until).toISOString() };
+    });
+  }
+
+  private async copyIn(
+    id: string,
+    source: CheckedSource,
+    dest: string,
+    signal: AbortSignal | undefined,
+    timeoutSeconds: number = Defaults.pushTimeoutSeconds,
+    baselinePath?: string,
+  ): Promise<PushCounts> {
     const record = await this.vms.requireRunning(id, "workspace");
     if (record.executionMode === "host_compat") {
       const root = this.workRoot(id);
       return extractInto(root, root + dest.slice(WORKSPACE_PATH.length), source);
     }
-    return this.vms.withSession(record, signal, (session) =>
-      session.putTar(dest, tarStreamOf(source), { ...limitsForAgent(), deadline: Date.now() + 10 * 60_000, signal }),
-    );
+    const deadline = Date.now() + timeoutSeconds * 1000;
+    const stream = baselinePath ? recordBaseline(tarStreamOf(source), baselinePath) : tarStreamOf(source);
+    return this.vms.withSession(record, signal, (session) => session.putTar(dest, stream, { ...limitsForAgent(), deadline, signal }), deadline);
   }
 
   /** Runs a command in /workspace and records it in the journal. Never deletes the workspace. */
   async exec(id: string, command: string, timeoutSeconds: number, hooks: ExecHooks = {}): Promise<{ record: VmRecord; outcome: ExecOutcome; sequence: number }> {
     const startedAt = new Date();
     const running = await this.vms.requireRunning(id, "workspace");
+    await this.holdFor(id, timeoutSeconds + EXEC_GRACE_MS / 1000);
     const cwd = running.executionMode === "host_compat" ? undefined : WORKSPACE_PATH;
-    const { outcome } = await this.vms.exec(id, { command, timeoutSeconds, cwd }, hooks, "workspace");
+    const { outcome } = await this.vms.exec(id, { command, timeoutSeconds, cwd, sync: true }, hooks, "workspace");
     const finishedAt = new Date();
     // Count and journal under the VM's lock, so concurrent commands get distinct sequence numbers.
     let sequence = 0;
     const record = await this.vms.store.update(id, async (current) => {
       const fields = current.workspace ?? emptyFields();
       sequence = fields.commandCount + 1;
+      const where = `the whole output is in the workspace's journal, sequence ${sequence}`;
+      const stdout = clipHeadTail(outcome.stdout, JOURNAL_OUTPUT_BYTES, where);
+      const stderr = clipHeadTail(outcome.stderr, JOURNAL_OUTPUT_BYTES, where);
+      for (const [stream, clipped, data] of [["stdout", stdout.clipped, outcome.stdout], ["stderr", stderr.clipped, outcome.stderr]] as const) {
+        if (!clipped) continue;
+        await mkdir(join(this.vms.store.dir(id), "output"), { recursive: true, mode: 0o700 });
+        await writeFile(this.outputPath(id, sequence, stream), data, { mode: 0o600 });
+      }
       const entry: JournalEntry = {
         sequence,
         command,
@@ -127,23 +197,25 @@ export class WorkspaceManager {
         durationMs: outcome.durationMs,
         startedAt: startedAt.toISOString(),
         finishedAt: finishedAt.toISOString(),
-        stdout: clip(outcome.stdout),
-        stderr: clip(outcome.stderr),
-        stdoutTruncated: outcome.stdoutTruncated || outcome.stdout.length > JOURNAL_OUTPUT_BYTES,
-        stderrTruncated: outcome.stderrTruncated || outcome.stderr.length > JOURNAL_OUTPUT_BYTES,
+        stdout: stdout.text,
+        stderr: stderr.text,
+        stdoutTruncated: outcome.stdoutTruncated || stdout.clipped,
+        stderrTruncated: outcome.stderrTruncated || stderr.clipped,
       };
       await appendFile(this.journalPath(id), `${JSON.stringify(entry)}\n`, { mode: 0o600 });
       return {
-        ...current,
-        lastActivityAt: finishedAt.toISOString(),
+        ...touched(current, finishedAt),
         workspace: { ...fields, commandCount: sequence, lastCommand: { command, exitCode: outcome.exitCode } },
       };
     });
     return { record: record ?? running, outcome, sequence };
   }
 
-  /** Every command run in the workspace, in order. */
-  async logs(id: string): Promise<{ record: VmRecord; entries: JournalEntry[] }> {
+  /**
+   * Every command run in the workspace, in order; or, with `sequence`, that
+   * one command with its whole output (up to 1 MiB per stream).
+   */
+  async logs(id: string, sequence?: number): Promise<{ record: VmRecord; entries: JournalEntry[] }> {
     const record = await this.vms.status(id, "workspace");
     let text = "";
     try {
@@ -160,11 +232,307 @@ export class WorkspaceManager {
         // A line cut short by a crash; the rest of the journal is still good.
       }
     }
-    return { record, entries: entries.sort((a, b) => a.sequence - b.sequence) };
+    if (sequence === undefined) return { record, entries: entries.sort((a, b) => a.sequence - b.sequence) };
+    const entry = entries.find((e) => e.sequence === sequence);
+    if (!entry) {
+      throw new InvalidArgumentError("sequence", `no command ${sequence} in this workspace's journal (it has ${entries.length})`);
+    }
+    for (const stream of ["stdout", "stderr"] as const) {
+      const whole = await readFile(this.outputPath(id, sequence, stream)).catch(() => undefined);
+      if (!whole) continue;
+      entry[stream] = whole.toString("utf8");
+      // Still cut when the command itself produced more than was kept.
+      entry[`${stream}Truncated`] = whole.length >= Defaults.maxOutputBytes;
+    }
+    return { record, entries: [entry] };
   }
 
-  async list(): Promise<VmRecord[]> {
-    return (await this.vms.list()).filter((record) => record.kind === "workspace");
+  // ---- snapshots, stop/start with memory, fork ----
+
+  private guestFiles(record: VmRecord): ReturnType<typeof vmFiles> {
+    if (record.executionMode !== "guest") {
+      throw new PyroError(ErrorCode.guestUnavailable, `workspace ${record.vmId} runs in host_compat mode, which has no disk to snapshot, no memory to save and nothing to fork`, {
+        hint: "create the workspace with a guest for these",
+      });
+    }
+    return vmFiles(this.vms.store.dir(record.vmId));
+  }
+
+  /** The workspace's disk snapshots, `baseline` (taken after the seed was copied in) first. */
+  async snapshots(id: string): Promise<{ record: VmRecord; snapshots: DiskSnapshot[] }> {
+    const record = await this.vms.status(id, "workspace");
+    const files = this.guestFiles(record);
+    const disk = (await pathExists(files.disk)) ? files.disk : undefined;
+    const snapshots = disk ? await listDiskSnapshots(disk) : [];
+    return { record, snapshots: snapshots.sort((a, b) => (a.name === BASELINE ? -1 : b.name === BASELINE ? 1 : a.createdAt.localeCompare(b.createdAt))) };
+  }
+
+  /**
+   * Snapshots the workspace's disk under `name` (copy-on-write, inside its
+   * disk file): what the guest wrote is flushed first, so the snapshot holds
+   * everything acknowledged so far.
+   */
+  async snapshotCreate(id: string, name: string, signal?: AbortSignal): Promise<{ record: VmRecord; snapshot: DiskSnapshot }> {
+    requireSnapshotName(name, true);
+    const { record, snapshots } = await this.snapshots(id);
+    if (snapshots.some((s) => s.name === name)) throw new InvalidArgumentError("snapshotName", `the workspace already has a snapshot named ${name}`, "pick another name, or delete the old one first");
+    await this.takeSnapshot(record, name, signal);
+    const made = (await listDiskSnapshots(this.guestFiles(record).disk)).find((s) => s.name === name);
+    if (!made) throw new PyroError(ErrorCode.stateError, `the snapshot ${name} was not recorded in the disk`);
+    await this.recordActivity(id, { kind: "snapshot_create", snapshot: name });
+    return { record, snapshot: made };
+  }
+
+  private async takeSnapshot(record: VmRecord, name: string, signal?: AbortSignal): Promise<void> {
+    const files = this.guestFiles(record);
+    if (record.state === "started") {
+      await this.vms.withSession(record, signal, (session) => session.sync());
+      await snapshotRunningDisk(files.qmp, name, Date.now() + 60_000);
+    } else if (record.state === "stopped" || record.state === "failed") {
+      await offlineDiskSnapshot(files.disk, "create", name);
+    } else {
+      throw new PyroError(ErrorCode.vmNotRunning, `workspace ${record.vmId} is ${record.state}`, { hint: "wait until it is started or stopped" });
+    }
+  }
+
+  async snapshotDelete(id: string, name: string): Promise<VmRecord> {
+    requireSnapshotName(name, false);
+    if (name === BASELINE) throw new InvalidArgumentError("snapshotName", "the baseline snapshot cannot be deleted: workspace_reset and workspace_diff rely on it");
+    const { record, snapshots } = await this.snapshots(id);
+    if (!snapshots.some((s) => s.name === name)) throw snapshotMissing(id, name, snapshots);
+    const files = this.guestFiles(record);
+    if (record.state === "started") await deleteRunningDiskSnapshot(files.qmp, name, Date.now() + 60_000);
+    else await offlineDiskSnapshot(files.disk, "delete", name);
+    await this.recordActivity(id, { kind: "snapshot_delete", snapshot: name });
+    return record;
+  }
+
+  /**
+   * Returns the whole workspace to a snapshot: its QEMU is stopped, the disk
+   * reverted, saved memory dropped, and the VM boots cold from the snapshot.
+   */
+  async reset(id: string, snapshot: string = BASELINE, hooks: StartHooks = {}): Promise<VmRecord> {
+    requireSnapshotName(snapshot, false);
+    const { record, snapshots } = await this.snapshots(id);
+    if (!snapshots.some((s) => s.name === snapshot)) throw snapshotMissing(id, snapshot, snapshots);
+    const files = this.guestFiles(record);
+    hooks.onProgress?.({ phase: "reset", message: `returning workspace ${id} to snapshot ${snapshot}` });
+    await this.vms.stop(id, "workspace");
+    await rm(this.vms.memoryStatePath(id), { force: true });
+    await offlineDiskSnapshot(files.disk, "apply", snapshot);
+    const started = await this.vms.start(id, hooks, "workspace");
+    await this.recordActivity(id, { kind: "reset", snapshot });
+    return started;
+  }
+
+  /** Saves the running workspace whole (memory, devices, disk) and frees its QEMU; `start` resumes it where it was. */
+  async stop(id: string, hooks: StartHooks = {}): Promise<VmRecord> {
+    const record = await this.vms.status(id, "workspace");
+    this.guestFiles(record);
+    const stopped = await this.vms.suspend(id, "workspace", hooks);
+    if (record.state === "started") await this.recordActivity(id, { kind: "stop", how: "memory saved" });
+    return stopped;
+  }
+
+  /** Resumes a stopped workspace with its saved memory, or boots it cold from its disk when there is none (a crash, a host reboot). */
+  async start(id: string, hooks: StartHooks = {}): Promise<VmRecord> {
+    const before = await this.vms.status(id, "workspace");
+    const started = await this.vms.start(id, hooks, "workspace");
+    if (before.state !== "started") await this.recordActivity(id, { kind: "start", how: started.bootMode === "resume" ? "resumed with its memory" : "booted cold from its disk" });
+    return (await this.vms.store.read(id)) ?? started;
+  }
+
+  /**
+   * Makes `count` new workspaces from a running one: each starts from its
+   * memory and disk as they are now (copy-on-write), with its own identity,
+   * entropy and clock. The parent pauses while it is saved and then runs on.
+   */
+  async fork(id: string, count: number, names: (string | null)[], hooks: StartHooks = {}): Promise<VmRecord[]> {
+    const parent = await this.vms.requireRunning(id, "workspace");
+    this.guestFiles(parent);
+    const dir = join(this.vms.store.stateDir, "forks", `${id}-${randomBytes(4).toString("hex")}`);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const children: VmRecord[] = [];
+    try {
+      const saved = await this.vms.saveCopy(id, "workspace", dir, hooks);
+      const fields = parent.workspace ?? emptyFields();
+      for (let i = 0; i < count; i++) {
+        const child = await this.vms.create(
+          {
+            environment: parent.environment,
+            vcpuCount: parent.vcpuCount,
+            memMib: parent.memMib,
+            ttlSeconds: parent.ttlSeconds,
+            network: parent.network,
+            networkPolicy: networkPolicyOf(parent),
+            allowHosts: parent.allowHosts ?? [],
+            allowHostCompat: false,
+          },
+          hooks,
+          { kind: "workspace", workspace: { ...fields, name: names[i] ?? null, commandCount: 0, lastCommand: null } },
+        );
+        children.push(child);
+        // The parent's baseline is the children's too (none when it was created empty).
+        await copyFile(this.files.baseline(id).path, this.files.baseline(child.vmId).path).catch((error: unknown) => {
+          if (!isErrno(error, "ENOENT")) throw error;
+        });
+      }
+      hooks.onProgress?.({ phase: "fork", message: `starting ${count} fork${count === 1 ? "" : "s"} of workspace ${id}` });
+      const started = await Promise.allSettled(children.map((child) => this.vms.startFrom(child.vmId, "workspace", saved, hooks)));
+      const failure = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failure) throw failure.reason;
+      for (const child of children) await this.appendEvent(child.vmId, { kind: "forked", how: `from workspace ${id}` });
+      await this.recordActivity(id, { kind: "fork", children: children.map((c) => c.vmId) });
+      return Promise.all(children.map((child) => this.vms.status(child.vmId, "workspace")));
+    } catch (error) {
+      for (const child of children) await this.vms.delete(child.vmId).catch(() => undefined);
+      throw error;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Workspaces, those carrying all of `labels` when given. */
+  async list(labels: Record<string, string> = {}): Promise<VmRecord[]> {
+    const wanted = Object.entries(labels);
+    return (await this.vms.list()).filter((record) => record.kind === "workspace" && wanted.every(([key, value]) => record.workspace?.labels[key] === value));
+  }
+
+  /**
+   * Changes a workspace's name, labels and time to live. A new ttl counts
+   * from now, like any other activity.
+   */
+  async update(id: string, change: { name?: string | null; labels?: Record<string, string>; clearLabels?: string[]; ttlSeconds?: number }): Promise<VmRecord> {
+    await this.vms.status(id, "workspace");
+    const record = await this.vms.store.update(id, (current) => {
+      const fields = current.workspace ?? emptyFields();
+      const labels = { ...fields.labels };
+      for (const key of change.clearLabels ?? []) delete labels[key];
+      Object.assign(labels, change.labels ?? {});
+      if (Object.keys(labels).length > 32) throw new InvalidArgumentError("labels", "a workspace has at most 32 labels");
+      const next = { ...current, ttlSeconds: change.ttlSeconds ?? current.ttlSeconds, workspace: { ...fields, labels, name: change.name === undefined ? fields.name : change.name } };
+      return touched(next);
+    });
+    if (!record) throw await this.vms.store.missing(id, "workspace");
+    await this.appendEvent(id, { kind: "update", ...(change.name !== undefined ? { name: change.name } : {}), ...(change.ttlSeconds !== undefined ? { ttlSeconds: change.ttlSeconds } : {}) });
+    return record;
+  }
+
+  private async appendEvent(id: string, event: Record<string, unknown>): Promise<void> {
+    await appendFile(this.eventsPath(id), `${JSON.stringify({ at: new Date().toISOString(), ...event })}\n`, { mode: 0o600 });
+  }
+
+  private async readJsonLines<T>(path: string): Promise<T[]> {
+    const text = await readFile(path, "utf8").catch((error: unknown) => {
+      if (isErrno(error, "ENOENT")) return "";
+      throw error;
+    });
+    const out: T[] = [];
+    for (const line of text.split("\n")) {
+      if (!line.trim()) continue;
+      try {
+        out.push(JSON.parse(line) as T);
+      } catch {
+        // A line cut short by a crash.
+      }
+    }
+    return out;
+  }
+
+  /**
+   * What happened in the workspace since it was created (or last reset):
+   * the commands with their exit codes, the file changes made through pyro,
+   * and which files differ from the baseline now. Compact, for a model.
+   */
+  async summary(id: string, signal?: AbortSignal): Promise<WorkspaceSummary> {
+    const record = await this.vms.status(id, "workspace");
+    const events = await this.readJsonLines<{ at: string; kind: string } & Record<string, unknown>>(this.eventsPath(id));
+    const resets = events.filter((e) => e.kind === "reset");
+    const since = resets.length ? (resets[resets.length - 1]?.at ?? record.createdAt) : record.createdAt;
+    const journal = (await this.readJsonLines<JournalEntry>(this.journalPath(id))).filter((e) => e.startedAt >= since);
+    const commands = journal.map((e) => ({ sequence: e.sequence, command: e.command.slice(0, 200), exitCode: e.exitCode, timedOut: e.timedOut }));
+    const shown = commands.slice(-SUMMARY_COMMANDS);
+    const later = events.filter((e) => e.at >= since && e.kind !== "touch");
+    const eventLines = later.slice(-SUMMARY_EVENTS).map((e) => ({ at: e.at, kind: e.kind, detail: describeEvent(e) }));
+    let changes: WorkspaceSummary["changes"] = null;
+    if (record.state === "started" && record.executionMode === "guest") {
+      const diff = await this.files.diff(id, 1, signal);
+      const pick = (status: string) => diff.files.filter((f) => f.status === status).map((f) => f.path);
+      changes = { added: pick("added"), modified: pick("modified"), deleted: pick("deleted") };
+    }
+    const failed = journal.filter((e) => e.exitCode !== 0).length;
+    const lines = [
+      `${commands.length} command${commands.length === 1 ? "" : "s"} since ${since}${failed ? ` (${failed} failed)` : ""}`,
+      ...(commands.length > shown.length ? [`  … ${commands.length - shown.length} earlier commands (workspace_logs has them)`] : []),
+      ...shown.map((c) => `  #${c.sequence} exit ${c.exitCode}${c.timedOut ? " (timed out)" : ""}: ${c.command}`),
+      ...eventLines.map((e) => `${e.at} ${e.kind}: ${e.detail}`),
+      changes
+        ? `files changed from the baseline: ${changes.added.length} added, ${changes.modified.length} modified, ${changes.deleted.length} deleted` +
+          [...changes.added.map((p) => `\n  A ${p}`), ...changes.modified.map((p) => `\n  M ${p}`), ...changes.deleted.map((p) => `\n  D ${p}`)].slice(0, SUMMARY_FILES).join("")
+        : `files: not compared (the workspace is ${record.state})`,
+    ];
+    return { record, since, commandCount: commands.length, failedCommands: failed, commands: shown, events: eventLines, changes, text: lines.join("\n") };
+  }
+}
+
+/** The snapshot every workspace gets once its seed is in: what workspace_reset returns to by default. */
+export const BASELINE = "baseline";
+const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function requireSnapshotName(name: string, creating: boolean): void {
+  if (typeof name !== "string" || !SNAPSHOT_NAME.test(name)) {
+    throw new InvalidArgumentError("snapshotName", "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  if (creating && name === BASELINE) throw new InvalidArgumentError("snapshotName", "baseline is the snapshot taken at creation; pick another name");
+}
+
+function snapshotMissing(id: string, name: string, snapshots: DiskSnapshot[]): PyroError {
+  return new PyroError(ErrorCode.snapshotNotFound, `workspace ${id} has no snapshot named ${name} (it has: ${snapshots.map((s) => s.name).join(", ") || "none"})`, {
+    details: { snapshot: name },
+  });
+}
+
+const SUMMARY_COMMANDS = 50;
+const SUMMARY_EVENTS = 50;
+const SUMMARY_FILES = 200;
+
+export interface WorkspaceSummary {
+  record: VmRecord;
+  /** Creation, or the last reset. */
+  since: string;
+  commandCount: number;
+  failedCommands: number;
+  /** The latest 50 commands. */
+  commands: { sequence: number; command: string; exitCode: number; timedOut: boolean }[];
+  /** File writes, patches, pushes, exports, snapshots, resets, stops and starts (the latest 50). */
+  events: { at: string; kind: string; detail: string }[];
+  /** Files that differ from the baseline now; null when the workspace is not running. */
+  changes: { added: string[]; modified: string[]; deleted: string[] } | null;
+  /** All of it as a few lines of text. */
+  text: string;
+}
+
+function describeEvent(e: Record<string, unknown>): string {
+  const s = (v: unknown) => (typeof v === "string" || typeof v === "number" ? String(v) : "");
+  switch (e.kind) {
+    case "file_write":
+      return `${s(e.path)} (${s(e.bytes)} bytes)`;
+    case "patch":
+      return Array.isArray(e.files) ? e.files.map(s).join(", ") : "";
+    case "push":
+      return `${s(e.source)} → ${s(e.dest)} (${s(e.files)} files, ${s(e.bytes)} bytes)`;
+    case "export":
+      return `${s(e.path)} → ${s(e.outputPath)}`;
+    case "snapshot_create":
+    case "snapshot_delete":
+    case "reset":
+      return s(e.snapshot);
+    case "fork":
+      return Array.isArray(e.children) ? e.children.map(s).join(", ") : "";
+    case "update":
+      return [e.name !== undefined ? `name ${JSON.stringify(e.name)}` : "", e.ttlSeconds !== undefined ? `ttl ${s(e.ttlSeconds)} s` : ""].filter(Boolean).join(", ") || "labels";
+    default:
+      return s(e.how);
   }
 }
 
@@ -174,8 +542,4 @@ function emptyFields(): WorkspaceFields {
 
 function limitsForAgent(): { maxBytes: number; maxEntries: number } {
   return { maxBytes: DEFAULT_SOURCE_LIMITS.maxBytes, maxEntries: DEFAULT_SOURCE_LIMITS.maxEntries };
-}
-
-function clip(data: Buffer): string {
-  return (data.length > JOURNAL_OUTPUT_BYTES ? data.subarray(0, JOURNAL_OUTPUT_BYTES) : data).toString("utf8");
 }

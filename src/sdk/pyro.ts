@@ -1,5 +1,5 @@
 import { stat } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { ExecOutcome } from "../agent/client.js";
 import { resolvePaths, type Paths } from "../config.js";
 import { CATALOG, requireEnvironment } from "../environments/catalog.js";
@@ -7,13 +7,16 @@ import type { EnvironmentManifest } from "../environments/store.js";
 import { InvalidArgumentError } from "../errors.js";
 import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
 import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
-import { networkPolicyOf, notFound, type VmRecord } from "../runtime/store.js";
+import { networkPolicyOf, type VmRecord } from "../runtime/store.js";
 import { VmPool } from "../runtime/pool.js";
 import { Reaper } from "../runtime/reaper.js";
 import { VmManager } from "../runtime/vms.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
+import { workspaceRelative } from "../runtime/workspace-files.js";
 import { debug } from "../util/log.js";
+import { selfProcess } from "../util/proc.js";
 import { runDoctor, type DoctorReport } from "./doctor.js";
+import { Vm, Workspace } from "./handles.js";
 import type {
   CallOptions,
   DeleteResult,
@@ -29,13 +32,23 @@ import type {
   VmOptions,
   WorkspaceCreateOptions,
   WorkspaceDeleteResult,
+  WorkspaceDiff,
   WorkspaceExecResult,
+  WorkspaceExportResult,
+  WorkspaceFileList,
+  WorkspaceFileRead,
+  WorkspaceFileWrite,
+  WorkspacePatchResult,
+  WorkspaceSummary,
+  WorkspaceForkResult,
+  WorkspaceSnapshotList,
+  WorkspaceSnapshotResult,
   WorkspaceInfo,
   WorkspaceLogs,
   WorkspacePushOptions,
   WorkspacePushResult,
 } from "./types.js";
-import { requireId, requireString, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
+import { requireCount, resolveWorkspaceUpdate, requireId, requireSequence, requireString, requireTimeout, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
 
 export interface PyroOptions {
   /** Where VM records and sockets live. Default `$PYRO_STATE_DIR` or `~/.local/state/pyro-mcp`. */
@@ -55,7 +68,7 @@ const REAP_INTERVAL_MS = 30_000;
  * operation reads and writes the shared on-disk state, so several processes
  * (CLI, SDK, MCP server) can work on the same VMs.
  */
-export class Pyro {
+export class Pyro implements AsyncDisposable {
   readonly paths: Paths;
   private readonly vms: VmManager;
   private readonly workspaces: WorkspaceManager;
@@ -88,8 +101,10 @@ export class Pyro {
     const exec = resolveExecOptions(options);
     await this.#reapOpportunistically();
     // With a pool (PYRO_POOL_SIZE), a warmed VM of this shape is taken and a replacement made in the background.
-    const pooled = await this.pool.claim(vm);
-    const record = pooled ?? (await this.vms.create(vm, options));
+    const owner = await selfProcess();
+    const pooled = await this.pool.claim(vm, owner);
+    // Owned by this process: should it die before the cleanup below, the next pyro process deletes the VM.
+    const record = pooled ?? (await this.vms.create(vm, options, { kind: "vm", workspace: null, owner }));
     let outcome: ExecOutcome | undefined;
     try {
       if (pooled) options.onProgress?.({ phase: "boot", message: `took a warm VM from the pool (${pooled.vmId})` });
@@ -106,11 +121,20 @@ export class Pyro {
     }
   }
 
-  /** Creates a VM record (pulling the environment on first use) without booting it. */
-  async createVm(options: VmOptions): Promise<VmInfo> {
+  /**
+   * Creates a VM record (pulling the environment on first use) without
+   * booting it. The result is the VM's info and a handle on it:
+   * `await vm.start()`, `await vm.exec("...")`, `await vm.delete()`.
+   */
+  async createVm(options: VmOptions): Promise<Vm> {
     const vm = resolveVmOptions(options);
     await this.#reapOpportunistically();
-    return toVmInfo(await this.vms.create(vm, options));
+    return new Vm(this, toVmInfo(await this.vms.create(vm, options)));
+  }
+
+  /** A handle on an existing VM (made by this or any other pyro process). */
+  async getVm(vmId: string): Promise<Vm> {
+    return new Vm(this, await this.statusVm(vmId));
   }
 
   /** Boots a created (or stopped) VM. */
@@ -126,7 +150,11 @@ export class Pyro {
   async execVm(vmId: string, options: ExecOptions): Promise<ExecResult> {
     const id = requireId("vmId", vmId);
     const exec = resolveExecOptions(options);
-    await this.vms.status(id, "vm");
+    // A refused command (the VM is not started, or another process is starting it) leaves the VM alone.
+    await this.vms.requireRunning(id, "vm");
+    // From here the VM is this call's to delete: should this process die first, the next pyro process does.
+    const owner = await selfProcess();
+    await this.vms.store.update(id, (current) => ({ ...current, owner }));
     try {
       const { record, outcome } = await this.vms.exec(id, exec, { signal: options.signal, onOutput: options.onOutput });
       return toExecResult(record, outcome, { vmDeleted: true });
@@ -151,7 +179,7 @@ export class Pyro {
 
   async deleteVm(vmId: string): Promise<DeleteResult> {
     const id = requireId("vmId", vmId);
-    if (!(await this.vms.delete(id, "vm"))) throw notFound(id, "vm");
+    if (!(await this.vms.delete(id, "vm"))) throw await this.vms.store.missing(id, "vm");
     return { vmId: id, deleted: true };
   }
 
@@ -161,14 +189,19 @@ export class Pyro {
    * Use it when an agent needs repeated commands in one place; for one
    * command, `runInVm` is simpler.
    */
-  async createWorkspace(options: WorkspaceCreateOptions): Promise<WorkspaceInfo> {
+  async createWorkspace(options: WorkspaceCreateOptions): Promise<Workspace> {
     const vm = resolveVmOptions(options);
     const meta = resolveWorkspaceMeta(options);
     if (options.seedPath !== undefined && (typeof options.seedPath !== "string" || options.seedPath === "")) {
       throw new InvalidArgumentError("seedPath", "must be a path to a directory or tar archive");
     }
     await this.#reapOpportunistically();
-    return toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath }, options));
+    return new Workspace(this, toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath }, options)));
+  }
+
+  /** A handle on an existing workspace (made by this or any other pyro process). */
+  async getWorkspace(workspaceId: string): Promise<Workspace> {
+    return new Workspace(this, await this.statusWorkspace(workspaceId));
   }
 
   /**
@@ -180,7 +213,8 @@ export class Pyro {
   async pushWorkspaceSync(workspaceId: string, sourcePath: string, options: WorkspacePushOptions = {}): Promise<WorkspacePushResult> {
     const id = requireId("workspaceId", workspaceId);
     const source = requireString("sourcePath", sourcePath);
-    const pushed = await this.workspaces.push(id, source, options.dest, options.signal);
+    const timeoutSeconds = options.timeoutSeconds === undefined ? undefined : requireTimeout("timeoutSeconds", options.timeoutSeconds);
+    const pushed = await this.workspaces.push(id, source, { dest: options.dest, signal: options.signal, timeoutSeconds });
     return { workspaceId: id, sourcePath: pushed.source.path, mode: pushed.source.mode, dest: pushed.dest, ...pushed.counts };
   }
 
@@ -197,21 +231,165 @@ export class Pyro {
     return toWorkspaceInfo(await this.vms.status(requireId("workspaceId", workspaceId), "workspace"));
   }
 
-  /** The journal of every command run in the workspace, in order, with bounded output. */
-  async logsWorkspace(workspaceId: string): Promise<WorkspaceLogs> {
-    const { record, entries } = await this.workspaces.logs(requireId("workspaceId", workspaceId));
+  /**
+   * The journal of every command run in the workspace, in order, each stream
+   * cut to 16 KiB (head and tail). With `sequence`, only that command, with
+   * its whole output (up to 1 MiB per stream).
+   */
+  async logsWorkspace(workspaceId: string, options: { sequence?: number } = {}): Promise<WorkspaceLogs> {
+    const id = requireId("workspaceId", workspaceId);
+    const sequence = options.sequence === undefined ? undefined : requireSequence(options.sequence);
+    const { record, entries } = await this.workspaces.logs(id, sequence);
     return { workspaceId: record.vmId, entries };
   }
 
-  async listWorkspaces(): Promise<WorkspaceInfo[]> {
+  /**
+   * Lists a directory under `/workspace` (default `/workspace` itself), or
+   * one file: type, size, mode and mtime of each entry, at most 1,000.
+   * Symlinks are listed, not followed; one that leads out of `/workspace`
+   * cannot be listed through.
+   */
+  async listWorkspaceFiles(workspaceId: string, options: CallOptions & { path?: string; recursive?: boolean } = {}): Promise<WorkspaceFileList> {
+    const id = requireId("workspaceId", workspaceId);
+    const path = options.path === undefined ? undefined : requireString("path", options.path);
+    const listed = await this.workspaces.files.list(id, path, options.recursive === true, options.signal);
+    return { workspaceId: id, ...listed };
+  }
+
+  /** Reads a file under `/workspace` as text (up to `maxBytes`, default 64 KiB); a binary file is reported as such, not returned. */
+  async readWorkspaceFile(workspaceId: string, path: string, options: CallOptions & { maxBytes?: number } = {}): Promise<WorkspaceFileRead> {
+    const id = requireId("workspaceId", workspaceId);
+    const read = await this.workspaces.files.read(id, requireString("path", path), options.maxBytes, options.signal);
+    return { workspaceId: id, ...read };
+  }
+
+  /** Writes `text` to a file under `/workspace`, creating parents, replacing it atomically; durable when this returns. */
+  async writeWorkspaceFile(workspaceId: string, path: string, text: string, options: CallOptions = {}): Promise<WorkspaceFileWrite> {
+    const id = requireId("workspaceId", workspaceId);
+    if (typeof text !== "string") throw new InvalidArgumentError("text", "must be a string");
+    const written = await this.workspaces.files.write(id, requireString("path", path), text, options.signal);
+    return { workspaceId: id, ...written };
+  }
+
+  /**
+   * Applies a unified diff (as `git diff` writes it) to files under
+   * `/workspace`. Every hunk is checked before anything is written: a patch
+   * that does not apply changes nothing, and the error names the hunk.
+   */
+  async applyWorkspacePatch(workspaceId: string, patch: string, options: CallOptions = {}): Promise<WorkspacePatchResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const applied = await this.workspaces.files.applyPatch(id, requireString("patch", patch), options.signal);
+    return { workspaceId: id, ...applied };
+  }
+
+  /** What changed in `/workspace` since the baseline (the seed): the changed files, and a unified diff of up to `maxBytes` (default 64 KiB). */
+  async diffWorkspace(workspaceId: string, options: CallOptions & { maxBytes?: number } = {}): Promise<WorkspaceDiff> {
+    const id = requireId("workspaceId", workspaceId);
+    const diff = await this.workspaces.files.diff(id, options.maxBytes, options.signal);
+    return { workspaceId: id, ...diff };
+  }
+
+  /**
+   * Copies a file or directory of the workspace (`path`, default all of
+   * `/workspace`) to `outputPath` on the host, which must not exist yet: a
+   * directory, or a `.tar`/`.tgz` archive by its extension. Nothing the
+   * guest names can land outside `outputPath`.
+   */
+  async exportWorkspace(workspaceId: string, outputPath: string, options: CallOptions & { path?: string } = {}): Promise<WorkspaceExportResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const output = resolve(requireString("outputPath", outputPath));
+    const path = options.path === undefined ? undefined : requireString("path", options.path);
+    const exported = await this.workspaces.files.export(id, path, output, options.signal);
+    return { workspaceId: id, path: workspaceRelativeToAbsolute(path), ...exported };
+  }
+
+  /**
+   * Snapshots the workspace's disk (copy-on-write, quick whatever its size)
+   * under `snapshotName`; `resetWorkspace` returns to it. Every workspace has
+   * `baseline`, taken once its seed was copied in.
+   */
+  async createSnapshot(workspaceId: string, snapshotName: string, options: CallOptions = {}): Promise<WorkspaceSnapshotResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const { snapshot } = await this.workspaces.snapshotCreate(id, requireString("snapshotName", snapshotName), options.signal);
+    return { workspaceId: id, snapshot: { name: snapshot.name, createdAt: snapshot.createdAt } };
+  }
+
+  async listSnapshots(workspaceId: string): Promise<WorkspaceSnapshotList> {
+    const id = requireId("workspaceId", workspaceId);
+    const { snapshots } = await this.workspaces.snapshots(id);
+    return { workspaceId: id, snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt })) };
+  }
+
+  async deleteSnapshot(workspaceId: string, snapshotName: string): Promise<{ workspaceId: string; snapshotName: string; deleted: true }> {
+    const id = requireId("workspaceId", workspaceId);
+    const name = requireString("snapshotName", snapshotName);
+    await this.workspaces.snapshotDelete(id, name);
+    return { workspaceId: id, snapshotName: name, deleted: true };
+  }
+
+  /** Returns the whole workspace (its /workspace and the VM) to a snapshot, `baseline` by default; it boots cold from it. */
+  async resetWorkspace(workspaceId: string, options: CallOptions & { snapshot?: string } = {}): Promise<WorkspaceInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    const snapshot = options.snapshot === undefined ? undefined : requireString("snapshot", options.snapshot);
+    return toWorkspaceInfo(await this.workspaces.reset(id, snapshot, options));
+  }
+
+  /** Saves the running workspace whole (memory, devices, disk) and frees its QEMU; `startWorkspace` resumes it where it was. */
+  async stopWorkspace(workspaceId: string, options: CallOptions = {}): Promise<WorkspaceInfo> {
+    return toWorkspaceInfo(await this.workspaces.stop(requireId("workspaceId", workspaceId), options));
+  }
+
+  /** Resumes a stopped workspace with its memory (`bootMode: "resume"`), or boots it cold from its disk when no memory was saved. */
+  async startWorkspace(workspaceId: string, options: CallOptions = {}): Promise<WorkspaceInfo> {
+    return toWorkspaceInfo(await this.workspaces.start(requireId("workspaceId", workspaceId), options));
+  }
+
+  /**
+   * New workspaces (`count`, default 1, at most 8) from a running one, each
+   * with its own copy of its memory and disk as they are now, and its own
+   * identity; the parent runs on untouched.
+   */
+  async forkWorkspace(workspaceId: string, options: CallOptions & { count?: number; names?: string[] } = {}): Promise<WorkspaceForkResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const count = options.count === undefined ? (options.names?.length ?? 1) : requireCount(options.count);
+    const names = (options.names ?? []).map((name) => resolveWorkspaceMeta({ name }).name);
+    if (names.length > count) throw new InvalidArgumentError("names", `names ${names.length} workspaces but count is ${count}`);
+    const forks = await this.workspaces.fork(id, count, names, options);
+    return { workspaceId: id, workspaces: forks.map(toWorkspaceInfo) };
+  }
+
+  /** Workspaces; with `labels`, only those that carry all of them. */
+  async listWorkspaces(options: { labels?: Record<string, string> } = {}): Promise<WorkspaceInfo[]> {
+    const labels = options.labels === undefined ? {} : resolveWorkspaceMeta({ labels: options.labels }).labels;
     await this.#reapOpportunistically();
-    return (await this.workspaces.list()).map(toWorkspaceInfo);
+    return (await this.workspaces.list(labels)).map(toWorkspaceInfo);
+  }
+
+  /**
+   * Renames, relabels (`labels` are merged in, `clearLabels` removed) or
+   * gives a workspace a new time to live, counted from now. `name: null`
+   * clears the name.
+   */
+  async updateWorkspace(workspaceId: string, options: { name?: string | null; labels?: Record<string, string>; clearLabels?: string[]; ttlSeconds?: number }): Promise<WorkspaceInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    return toWorkspaceInfo(await this.workspaces.update(id, resolveWorkspaceUpdate(options)));
+  }
+
+  /**
+   * What happened in the workspace since it was created (or last reset):
+   * commands with exit codes, file writes, patches, pushes, exports, and the
+   * files that differ from the baseline now, compact enough for a model.
+   */
+  async summaryWorkspace(workspaceId: string, options: CallOptions = {}): Promise<WorkspaceSummary> {
+    const id = requireId("workspaceId", workspaceId);
+    const { record, ...summary } = await this.workspaces.summary(id, options.signal);
+    return { workspaceId: id, name: record.workspace?.name ?? null, state: record.state, ...summary };
   }
 
   /** Kills the workspace's VM and removes all of its files, journal included. */
   async deleteWorkspace(workspaceId: string): Promise<WorkspaceDeleteResult> {
     const id = requireId("workspaceId", workspaceId);
-    if (!(await this.vms.delete(id, "workspace"))) throw notFound(id, "workspace");
+    if (!(await this.vms.delete(id, "workspace"))) throw await this.vms.store.missing(id, "workspace");
     return { workspaceId: id, deleted: true };
   }
 
@@ -315,6 +493,19 @@ export class Pyro {
     return { enabled: this.pool.enabled, size: this.pool.settings.size, made, pooled };
   }
 
+  /**
+   * Lets go of what this instance holds open: connections kept to guests
+   * after a boot. VMs and workspaces are not touched (they outlive the
+   * process until deleted or expired). Calls after `close()` still work.
+   */
+  async close(): Promise<void> {
+    await this.vms.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   /** Checks this host: KVM, the accelerator that will be used, tools, cache, and (when possible) a real guest boot and exec. */
   async doctor(options: CallOptions & { bootCheck?: boolean } = {}): Promise<DoctorReport> {
     return runDoctor(this.vms, (run) => this.runInVm(run), options);
@@ -345,6 +536,7 @@ export function toWorkspaceInfo(record: VmRecord): WorkspaceInfo {
     lastCommand: fields?.lastCommand ?? null,
     workspaceSeed: fields?.seed ?? { mode: "empty", seedPath: null },
     failure: record.failure,
+    bootMode: record.bootMode,
   };
 }
 
@@ -385,4 +577,9 @@ function toExecResult(record: VmRecord, outcome: ExecOutcome, cleanup?: { vmDele
     accel: record.executionMode === "guest" ? record.accel : null,
     ...(cleanup ? { cleanup } : {}),
   };
+}
+
+function workspaceRelativeToAbsolute(path: string | undefined): string {
+  const rel = workspaceRelative(path);
+  return rel === "." ? WORKSPACE_PATH : `${WORKSPACE_PATH}/${rel}`;
 }

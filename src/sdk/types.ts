@@ -96,7 +96,7 @@ export interface VmInfo {
   /** Why the VM failed (state `failed`), e.g. its QEMU process died. */
   failure: string | null;
   /** How it last started: `restore` (from a template snapshot, fast) or `cold` (a full boot). */
-  bootMode: "cold" | "restore" | null;
+  bootMode: "cold" | "restore" | "resume" | null;
 }
 
 export interface NetworkInfo {
@@ -163,6 +163,8 @@ export interface PoolFillResult {
 export interface PruneResult {
   removed: string[];
   freedBytes: number;
+  /** Root images of older builds that VMs or workspaces still use, with the VM files that hold them; removed once those are deleted. */
+  kept: { image: string; usedBy: string[] }[];
 }
 
 export interface WorkspaceCreateOptions extends VmOptions {
@@ -180,6 +182,8 @@ export interface WorkspaceCreateOptions extends VmOptions {
 export interface WorkspacePushOptions extends CallOptions {
   /** Where under `/workspace` the tree lands: absolute (`/workspace/src`) or relative (`src`). Default `/workspace`. */
   dest?: string;
+  /** Seconds the copy may take; past them it fails and the workspace keeps what it had. Default 600. */
+  timeoutSeconds?: number;
 }
 
 export interface WorkspaceInfo {
@@ -206,6 +210,8 @@ export interface WorkspaceInfo {
   workspaceSeed: { mode: "empty" | "directory" | "tar_archive"; seedPath: string | null };
   /** Why the workspace failed (state `failed`). */
   failure: string | null;
+  /** How it last started: cold, restore (forked), or resume (with its saved memory). */
+  bootMode: "cold" | "restore" | "resume" | null;
 }
 
 export interface WorkspaceExecResult extends Omit<ExecResult, "vmId" | "cleanup"> {
@@ -238,4 +244,103 @@ export interface WorkspaceLogs {
 export interface WorkspaceDeleteResult {
   workspaceId: string;
   deleted: boolean;
+}
+
+export type { ChangeStatus, DiffFile, FileEntry, PatchFileResult } from "../runtime/workspace-files.js";
+import type { DiffFile, FileEntry, PatchFileResult } from "../runtime/workspace-files.js";
+
+/** `listWorkspaceFiles`: a directory's entries (or one file), at most 1,000. */
+export interface WorkspaceFileList {
+  workspaceId: string;
+  path: string;
+  recursive: boolean;
+  entries: FileEntry[];
+  /** More entries exist than were returned. */
+  truncated: boolean;
+}
+
+/** `readWorkspaceFile`: text, or `binary: true` and no text. */
+export interface WorkspaceFileRead {
+  workspaceId: string;
+  path: string;
+  size: number;
+  text: string | null;
+  binary: boolean;
+  truncated: boolean;
+  bytesRead: number;
+}
+
+export interface WorkspaceFileWrite {
+  workspaceId: string;
+  path: string;
+  bytes: number;
+  created: boolean;
+}
+
+export interface WorkspacePatchResult {
+  workspaceId: string;
+  files: PatchFileResult[];
+}
+
+export interface WorkspaceDiff {
+  workspaceId: string;
+  /** Unified diff against the baseline (the seed): `a/` is the baseline, `b/` now. */
+  diff: string;
+  files: DiffFile[];
+  truncated: boolean;
+  added: number;
+  modified: number;
+  deleted: number;
+}
+
+export interface WorkspaceExportResult {
+  workspaceId: string;
+  /** What was exported, under /workspace. */
+  path: string;
+  outputPath: string;
+  format: "directory" | "file" | "tar" | "tgz";
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+  skipped: number;
+}
+
+/** `summaryWorkspace`: what happened since creation or the last reset. */
+export interface WorkspaceSummary {
+  workspaceId: string;
+  name: string | null;
+  state: VmState;
+  since: string;
+  commandCount: number;
+  failedCommands: number;
+  /** The latest 50 commands. */
+  commands: { sequence: number; command: string; exitCode: number; timedOut: boolean }[];
+  events: { at: string; kind: string; detail: string }[];
+  /** Files that differ from the baseline; null when the workspace is not running. */
+  changes: { added: string[]; modified: string[]; deleted: string[] } | null;
+  /** The same as a few lines of text. */
+  text: string;
+}
+
+export interface WorkspaceSnapshotInfo {
+  name: string;
+  createdAt: string;
+}
+
+export interface WorkspaceSnapshotResult {
+  workspaceId: string;
+  snapshot: WorkspaceSnapshotInfo;
+}
+
+export interface WorkspaceSnapshotList {
+  workspaceId: string;
+  /** `baseline` first, then by creation. */
+  snapshots: WorkspaceSnapshotInfo[];
+}
+
+export interface WorkspaceForkResult {
+  /** The parent. */
+  workspaceId: string;
+  workspaces: WorkspaceInfo[];
 }

@@ -64,6 +64,16 @@ export function resolveExecOptions(options: ExecOptions): ResolvedExecOptions {
   };
 }
 
+/** A timeout in whole seconds, from 1 to a day. */
+export function requireTimeout(field: string, value: unknown): number {
+  return integer(field, value, 1, Limits.maxTimeoutSeconds);
+}
+
+/** A journal sequence number: a whole number from 1. */
+export function requireSequence(value: unknown): number {
+  return integer("sequence", value, 1, Number.MAX_SAFE_INTEGER);
+}
+
 /** A non-empty string argument (an environment name, a host path). */
 export function requireString(field: string, value: unknown): string {
   if (typeof value !== "string" || value === "") throw new InvalidArgumentError(field, "is required");
@@ -117,4 +127,29 @@ export function resolveWorkspaceMeta(options: { name?: unknown; labels?: unknown
     }
   }
   return { name, labels };
+}
+
+/** A workspace_update's changes, checked; names and labels follow resolveWorkspaceMeta's rules. */
+export function resolveWorkspaceUpdate(options: { name?: unknown; labels?: unknown; clearLabels?: unknown; ttlSeconds?: unknown }): {
+  name?: string | null;
+  labels?: Record<string, string>;
+  clearLabels?: string[];
+  ttlSeconds?: number;
+} {
+  const out: { name?: string | null; labels?: Record<string, string>; clearLabels?: string[]; ttlSeconds?: number } = {};
+  if (options.name === null) out.name = null;
+  else if (options.name !== undefined) out.name = resolveWorkspaceMeta({ name: options.name }).name;
+  if (options.labels !== undefined) out.labels = resolveWorkspaceMeta({ labels: options.labels }).labels;
+  if (options.clearLabels !== undefined) {
+    if (!Array.isArray(options.clearLabels) || options.clearLabels.some((k) => typeof k !== "string")) throw new InvalidArgumentError("clearLabels", "must be a list of label keys");
+    out.clearLabels = options.clearLabels as string[];
+  }
+  if (options.ttlSeconds !== undefined) out.ttlSeconds = integer("ttlSeconds", options.ttlSeconds, 1, Limits.maxTtlSeconds);
+  if (Object.keys(out).length === 0) throw new InvalidArgumentError("name", "nothing to change: give name, labels, clearLabels or ttlSeconds");
+  return out;
+}
+
+/** How many forks one call makes: 1 to 8. */
+export function requireCount(value: unknown): number {
+  return integer("count", value, 1, 8, "fork at most 8 at once; each is a whole VM");
 }

@@ -374,15 +374,15 @@ async function* fileBlocks(root: string, entry: TreeEntry): AsyncGenerator<Buffe
  * Where a push lands: `/workspace` or a path under it, given absolute or
  * relative to `/workspace`. Anything that leaves `/workspace` is refused.
  */
-export function resolveWorkspaceDest(dest: string | undefined, root = "/workspace"): string {
+export function resolveWorkspaceDest(dest: string | undefined, root = "/workspace", field = "dest"): string {
   if (dest === undefined || dest === "" || dest === ".") return root;
-  if (dest.includes("\0")) throw new InvalidArgumentError("dest", "must not contain NUL bytes");
+  if (dest.includes("\0")) throw new InvalidArgumentError(field, "must not contain NUL bytes");
   const relative = dest.startsWith("/") ? (dest === root ? "" : dest.startsWith(`${root}/`) ? dest.slice(root.length + 1) : undefined) : dest;
-  if (relative === undefined) throw new InvalidArgumentError("dest", `${dest} is outside ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
+  if (relative === undefined) throw new InvalidArgumentError(field, `${dest} is outside ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
   const parts: string[] = [];
   for (const part of relative.split("/")) {
     if (part === "" || part === ".") continue;
-    if (part === "..") throw new InvalidArgumentError("dest", `${dest} leaves ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
+    if (part === "..") throw new InvalidArgumentError(field, `${dest} leaves ${root}`, `give a path under ${root}, e.g. src or ${root}/src`);
     parts.push(part);
   }
   return parts.length ? `${root}/${parts.join("/")}` : root;

@@ -1,12 +1,14 @@
 import { z } from "zod";
+import { clipHeadTail } from "../util/clip.js";
 import { toSnake } from "../util/case.js";
 import { Defaults, Limits } from "../config.js";
+import { DIFF_DEFAULT_BYTES, DIFF_MAX_BYTES, FILE_LIST_MAX_ENTRIES, FILE_READ_DEFAULT_BYTES, FILE_READ_MAX_BYTES, FILE_WRITE_MAX_BYTES, PATCH_MAX_BYTES } from "../runtime/workspace-files.js";
 import { CATALOG } from "../environments/catalog.js";
 import { PROFILE_TOOLS, PROFILES, type ProfileName } from "./profiles.js";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
 import { NETWORK_POLICIES, type NetworkPolicy } from "../network/policy.js";
-import { confineHostPath, defaultToolPolicy, effectiveAllowHosts, type ToolPolicy } from "./policy.js";
+import { confineHostOutputPath, confineHostPath, defaultToolPolicy, effectiveAllowHosts, type ToolPolicy } from "./policy.js";
 
 /**
  * The tools pyro offers to models, defined once: names and snake_case
@@ -72,6 +74,22 @@ const allowHosts = z
 const vmId = z.string().regex(/^[0-9a-f]{12}$/).describe("VM id from vm_create.");
 const workspaceId = z.string().regex(/^[0-9a-f]{12}$/).describe("Workspace id from workspace_create.");
 
+const workspacePathArg = z.string().min(1).max(4096);
+const snapshotName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/)
+  .describe("Snapshot name: letters, digits, '.', '_', '-'.");
+const snapshotInfo = z.object({ name: z.string(), created_at: z.string() });
+const changeStatus = z.enum(["added", "modified", "deleted"]);
+const fileEntry = z.object({
+  path: z.string(),
+  type: z.enum(["file", "dir", "symlink", "other"]),
+  size: z.number().int(),
+  mode: z.string().describe("Permission bits in octal, e.g. 0644."),
+  mtime: z.string(),
+  target: z.string().optional().describe("Where a symlink points, as written."),
+});
+
 const vmShape = {
   environment,
   vcpu_count: vcpuCount.optional(),
@@ -110,6 +128,29 @@ function execOptionsOf(a: Record<string, unknown>, context: ToolContext): ExecOp
   };
 }
 
+// ---- what a model is shown ----
+
+/**
+ * Output per stream a model is shown: a command's head and tail, the middle
+ * cut with a marker. A model's context is small and shared; the SDK and CLI
+ * get up to 1 MiB, and a workspace's journal keeps it all.
+ */
+export const MODEL_OUTPUT_BYTES = 16 * 1024;
+
+function forModel<T extends { stdout: string; stderr: string; stdoutTruncated: boolean; stderrTruncated: boolean }>(result: T, where: string): T {
+  const stdout = clipHeadTail(Buffer.from(result.stdout), MODEL_OUTPUT_BYTES, where);
+  const stderr = clipHeadTail(Buffer.from(result.stderr), MODEL_OUTPUT_BYTES, where);
+  return {
+    ...result,
+    stdout: stdout.text,
+    stderr: stderr.text,
+    stdoutTruncated: result.stdoutTruncated || stdout.clipped,
+    stderrTruncated: result.stderrTruncated || stderr.clipped,
+  };
+}
+
+const RERUN_SMALLER = "rerun with less output (e.g. `| tail -n 50`, or `> file` and grep it)";
+
 // ---- result schemas ----
 
 const execFields = {
@@ -119,7 +160,7 @@ const execFields = {
   stderr: z.string(),
   duration_ms: z.number(),
   timed_out: z.boolean(),
-  stdout_truncated: z.boolean().describe("More than 1 MiB was produced; the rest was dropped."),
+  stdout_truncated: z.boolean().describe("Not all output is shown: past 16 KiB per stream the middle is cut (a marker in the text says how much and where the rest is)."),
   stderr_truncated: z.boolean(),
   execution_mode: z.enum(["guest", "host_compat"]),
   accel: z.enum(["kvm", "tcg"]).nullable(),
@@ -127,6 +168,10 @@ const execFields = {
 const execResult = z.object({ vm_id: z.string(), ...execFields, cleanup: z.object({ vm_deleted: z.boolean() }).optional() });
 const workspaceExecResult = z.object({ workspace_id: z.string(), sequence: z.number().int(), ...execFields });
 const state = z.enum(["created", "starting", "started", "stopped", "failed", "pooled"]);
+const bootMode = z
+  .enum(["cold", "restore", "resume"])
+  .nullable()
+  .describe("How it last started: cold (booted from its disk), restore (from a template snapshot, or forked), resume (with the memory saved when it was stopped).");
 const vmInfo = z.object({
   vm_id: z.string(),
   environment: z.string(),
@@ -144,7 +189,7 @@ const vmInfo = z.object({
   started_at: z.string().nullable(),
   last_activity_at: z.string(),
   failure: z.string().nullable(),
-  boot_mode: z.enum(["cold", "restore"]).nullable(),
+  boot_mode: bootMode,
 });
 const workspaceInfo = z.object({
   workspace_id: z.string(),
@@ -168,6 +213,7 @@ const workspaceInfo = z.object({
   last_command: z.object({ command: z.string(), exit_code: z.number().int() }).nullable(),
   workspace_seed: z.object({ mode: z.enum(["empty", "directory", "tar_archive"]), seed_path: z.string().nullable() }),
   failure: z.string().nullable(),
+  boot_mode: bootMode,
 });
 const environmentInfo = z.object({
   name: z.string(),
@@ -221,11 +267,14 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     annotations: { title: "Run a command in a fresh microVM", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
     run: async (pyro, a, context) =>
       snake(
-        await pyro.runInVm({
-          ...vmOptionsOf(a, context),
-          ...execOptionsOf(a, context),
-          onProgress: progressOf(context),
-        }),
+        forModel(
+          await pyro.runInVm({
+            ...vmOptionsOf(a, context),
+            ...execOptionsOf(a, context),
+            onProgress: progressOf(context),
+          }),
+          RERUN_SMALLER,
+        ),
       ),
   },
   {
@@ -266,9 +315,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     output: execResult,
     annotations: { title: "Run a command in a VM, then delete it", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
     run: async (pyro, a, context) =>
-      snake(
-        await pyro.execVm(a.vm_id as string, execOptionsOf(a, context)),
-      ),
+      snake(forModel(await pyro.execVm(a.vm_id as string, execOptionsOf(a, context)), RERUN_SMALLER)),
   },
   {
     name: "vm_stop",
@@ -373,6 +420,13 @@ const DEFINITIONS: readonly ToolDefinition[] = [
       workspace_id: workspaceId,
       source_path: z.string().min(1).describe("Host directory or .tar/.tar.gz/.tgz archive, under a directory the server shares."),
       dest: z.string().optional().describe("Where under /workspace, e.g. src or /workspace/src. Default /workspace."),
+      timeout_seconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(Limits.maxTimeoutSeconds)
+        .optional()
+        .describe(`Seconds the copy may take; past them it fails and the workspace keeps what it had. Default ${Defaults.pushTimeoutSeconds}.`),
     }),
     output: z.object({
       workspace_id: z.string(),
@@ -389,6 +443,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
       snake(
         await pyro.pushWorkspaceSync(a.workspace_id as string, await confineHostPath("source_path", a.source_path as string, policyOf(context)), {
           dest: a.dest as string | undefined,
+          timeoutSeconds: a.timeout_seconds as number | undefined,
           signal: context.signal,
         }),
       ),
@@ -400,9 +455,10 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     output: workspaceExecResult,
     annotations: { title: "Run a command in a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     run: async (pyro, a, context) =>
-      snake(
-        await pyro.execWorkspace(a.workspace_id as string, execOptionsOf(a, context)),
-      ),
+    {
+      const result = await pyro.execWorkspace(a.workspace_id as string, execOptionsOf(a, context));
+      return snake(forModel(result, `workspace_logs with sequence ${result.sequence} returns it whole`));
+    },
   },
   {
     name: "workspace_status",
@@ -414,8 +470,13 @@ const DEFINITIONS: readonly ToolDefinition[] = [
   },
   {
     name: "workspace_logs",
-    description: "The journal of every command run in a workspace, in order, with exit codes and (bounded) output.",
-    input: z.object({ workspace_id: workspaceId }),
+    description:
+      "The journal of every command run in a workspace, in order, with exit codes and output (16 KiB per stream, head and tail). " +
+      "With sequence, only that command, with its whole output (up to 1 MiB per stream).",
+    input: z.object({
+      workspace_id: workspaceId,
+      sequence: z.number().int().min(1).optional().describe("One command's sequence number (from workspace_exec): return only it, with its whole output."),
+    }),
     output: z.object({
       workspace_id: z.string(),
       entries: z.array(
@@ -435,7 +496,209 @@ const DEFINITIONS: readonly ToolDefinition[] = [
       ),
     }),
     annotations: readOnly("Workspace command journal"),
-    run: async (pyro, a) => snake(await pyro.logsWorkspace(a.workspace_id as string)),
+    run: async (pyro, a) => snake(await pyro.logsWorkspace(a.workspace_id as string, { sequence: a.sequence as number | undefined })),
+  },
+  {
+    name: "workspace_file_list",
+    description:
+      "List a directory in a workspace (default /workspace), or one file: type, size, mode, mtime of each entry; recursive for the whole tree. " +
+      `At most ${FILE_LIST_MAX_ENTRIES} entries (truncated says when there are more). Symlinks are shown, not followed.`,
+    input: z.object({
+      workspace_id: workspaceId,
+      path: workspacePathArg.optional().describe("Directory or file under /workspace, e.g. src or /workspace/src. Default /workspace."),
+      recursive: z.boolean().optional().describe("Include everything below, not only the directory's own entries. Default false."),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      path: z.string(),
+      recursive: z.boolean(),
+      entries: z.array(fileEntry),
+      truncated: z.boolean(),
+    }),
+    annotations: readOnly("List workspace files"),
+    run: async (pyro, a, context) =>
+      snake(await pyro.listWorkspaceFiles(a.workspace_id as string, { path: a.path as string | undefined, recursive: a.recursive as boolean | undefined, signal: context.signal })),
+  },
+  {
+    name: "workspace_file_read",
+    description:
+      "Read a text file in a workspace, without a shell. Binary files are reported (binary: true), not dumped. " +
+      `Reads up to max_bytes (default ${FILE_READ_DEFAULT_BYTES}); truncated says when the file is longer.`,
+    input: z.object({
+      workspace_id: workspaceId,
+      path: workspacePathArg.describe("File under /workspace, e.g. src/main.py or /workspace/src/main.py."),
+      max_bytes: z.number().int().min(1).max(FILE_READ_MAX_BYTES).optional().describe(`Bytes to read at most. Default ${FILE_READ_DEFAULT_BYTES}.`),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      path: z.string(),
+      size: z.number().int(),
+      text: z.string().nullable(),
+      binary: z.boolean(),
+      truncated: z.boolean(),
+      bytes_read: z.number().int(),
+    }),
+    annotations: readOnly("Read a workspace file"),
+    run: async (pyro, a, context) =>
+      snake(await pyro.readWorkspaceFile(a.workspace_id as string, a.path as string, { maxBytes: a.max_bytes as number | undefined, signal: context.signal })),
+  },
+  {
+    name: "workspace_file_write",
+    description:
+      "Create or replace a whole text file in a workspace, without shell quoting; parent directories are made. " +
+      "For changes to an existing file prefer workspace_patch_apply: it checks that the file is what you think it is.",
+    input: z.object({
+      workspace_id: workspaceId,
+      path: workspacePathArg.describe("File under /workspace to create or replace."),
+      text: z.string().max(FILE_WRITE_MAX_BYTES).describe(`The whole new content (UTF-8, at most ${FILE_WRITE_MAX_BYTES} bytes).`),
+    }),
+    output: z.object({ workspace_id: z.string(), path: z.string(), bytes: z.number().int(), created: z.boolean() }),
+    annotations: { title: "Write a workspace file", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.writeWorkspaceFile(a.workspace_id as string, a.path as string, a.text as string, { signal: context.signal })),
+  },
+  {
+    name: "workspace_patch_apply",
+    description:
+      "Apply a unified diff (as git diff writes it: ---/+++ headers, @@ hunks with 3 lines of context) to files in a workspace. " +
+      "The way to edit existing files: every hunk is checked first, so a patch that does not apply changes nothing and the error names the hunk. " +
+      "Paths may be a/src/x.py, src/x.py or /workspace/src/x.py; /dev/null creates or deletes a file.",
+    input: z.object({
+      workspace_id: workspaceId,
+      patch: z.string().min(1).max(PATCH_MAX_BYTES).describe("The unified diff."),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      files: z.array(z.object({ path: z.string(), status: changeStatus, hunks: z.number().int() })),
+    }),
+    annotations: { title: "Patch workspace files", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.applyWorkspacePatch(a.workspace_id as string, a.patch as string, { signal: context.signal })),
+  },
+  {
+    name: "workspace_diff",
+    description:
+      "What changed in a workspace since it was created from its seed (the baseline): the list of added, modified and deleted files, " +
+      `and a unified diff (binary files noted), cut at max_bytes (default ${DIFF_DEFAULT_BYTES}) with truncated set; the file list is always whole.`,
+    input: z.object({
+      workspace_id: workspaceId,
+      max_bytes: z.number().int().min(1).max(DIFF_MAX_BYTES).optional().describe(`Bytes of diff text at most. Default ${DIFF_DEFAULT_BYTES}.`),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      diff: z.string(),
+      files: z.array(z.object({ path: z.string(), status: changeStatus, binary: z.boolean() })),
+      truncated: z.boolean(),
+      added: z.number().int(),
+      modified: z.number().int(),
+      deleted: z.number().int(),
+    }),
+    annotations: readOnly("Diff a workspace against its seed"),
+    run: async (pyro, a, context) => snake(await pyro.diffWorkspace(a.workspace_id as string, { maxBytes: a.max_bytes as number | undefined, signal: context.signal })),
+  },
+  {
+    name: "workspace_export",
+    description:
+      "Copy a file or directory out of a workspace to the host: output_path becomes a directory, or a .tar/.tgz archive by its extension. " +
+      "output_path must not exist yet and must be under a directory the server shares.",
+    input: z.object({
+      workspace_id: workspaceId,
+      path: workspacePathArg.optional().describe("File or directory under /workspace to export. Default all of /workspace."),
+      output_path: z.string().min(1).describe("Host path to create, under a directory the server shares, e.g. out/result or out/result.tgz."),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      path: z.string(),
+      output_path: z.string(),
+      format: z.enum(["directory", "file", "tar", "tgz"]),
+      files: z.number().int(),
+      dirs: z.number().int(),
+      symlinks: z.number().int(),
+      bytes: z.number().int(),
+      skipped: z.number().int().describe("Devices, FIFOs and sockets, which are not exported."),
+    }),
+    annotations: { title: "Export workspace files to the host", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) =>
+      snake(
+        await pyro.exportWorkspace(a.workspace_id as string, await confineHostOutputPath("output_path", a.output_path as string, policyOf(context)), {
+          path: a.path as string | undefined,
+          signal: context.signal,
+        }),
+      ),
+  },
+  {
+    name: "workspace_reset",
+    description:
+      "Return a workspace (its /workspace and the whole VM) to a snapshot: baseline (as created from its seed) by default, or one made with snapshot_create. " +
+      "Everything since is discarded and the VM boots again from that disk.",
+    input: z.object({ workspace_id: workspaceId, snapshot: snapshotName.optional().describe("Snapshot to return to. Default baseline.") }),
+    output: workspaceInfo,
+    annotations: { title: "Reset a workspace to a snapshot", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) =>
+      snake(await pyro.resetWorkspace(a.workspace_id as string, { snapshot: a.snapshot as string | undefined, signal: context.signal, onProgress: progressOf(context) })),
+  },
+  {
+    name: "snapshot_create",
+    description: "Save a workspace's disk under a name (copy-on-write: quick), to return to it with workspace_reset before trying something risky.",
+    input: z.object({ workspace_id: workspaceId, snapshot_name: snapshotName }),
+    output: z.object({ workspace_id: z.string(), snapshot: snapshotInfo }),
+    annotations: { title: "Snapshot a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.createSnapshot(a.workspace_id as string, a.snapshot_name as string, { signal: context.signal })),
+  },
+  {
+    name: "snapshot_list",
+    description: "List a workspace's snapshots: baseline (as created) first, then those made with snapshot_create.",
+    input: z.object({ workspace_id: workspaceId }),
+    output: z.object({ workspace_id: z.string(), snapshots: z.array(snapshotInfo) }),
+    annotations: readOnly("List workspace snapshots"),
+    run: async (pyro, a) => snake(await pyro.listSnapshots(a.workspace_id as string)),
+  },
+  {
+    name: "snapshot_delete",
+    description: "Delete a workspace snapshot (not baseline).",
+    input: z.object({ workspace_id: workspaceId, snapshot_name: snapshotName }),
+    output: z.object({ workspace_id: z.string(), snapshot_name: z.string(), deleted: z.boolean() }),
+    annotations: { title: "Delete a workspace snapshot", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a) => snake(await pyro.deleteSnapshot(a.workspace_id as string, a.snapshot_name as string)),
+  },
+  {
+    name: "workspace_stop",
+    description:
+      "Pause a workspace: save it whole (memory, running processes, disk) and free its VM. workspace_start resumes it exactly where it was. " +
+      "Use it when you will not need the workspace for a while.",
+    input: z.object({ workspace_id: workspaceId }),
+    output: workspaceInfo,
+    annotations: { title: "Stop (pause) a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.stopWorkspace(a.workspace_id as string, { signal: context.signal, onProgress: progressOf(context) })),
+  },
+  {
+    name: "workspace_start",
+    description:
+      "Resume a stopped workspace with its memory, processes still running (boot_mode resume); one whose VM died is booted cold from its disk (boot_mode cold), files intact.",
+    input: z.object({ workspace_id: workspaceId }),
+    output: workspaceInfo,
+    annotations: { title: "Start (resume) a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.startWorkspace(a.workspace_id as string, { signal: context.signal, onProgress: progressOf(context) })),
+  },
+  {
+    name: "workspace_fork",
+    description:
+      "Copy a running workspace into count new ones (memory, processes and files as they are now; each its own machine), to try several approaches in parallel " +
+      "from one prepared state. The original is untouched. Delete the forks you do not keep.",
+    input: z.object({
+      workspace_id: workspaceId,
+      count: z.number().int().min(1).max(8).optional().describe("How many forks. Default 1 (or as many as names)."),
+      names: z.array(z.string().min(1).max(64)).max(8).optional().describe("Names for the forks, in order."),
+    }),
+    output: z.object({ workspace_id: z.string(), workspaces: z.array(workspaceInfo) }),
+    annotations: { title: "Fork a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) =>
+      snake(
+        await pyro.forkWorkspace(a.workspace_id as string, {
+          count: a.count as number | undefined,
+          names: a.names as string[] | undefined,
+          signal: context.signal,
+          onProgress: progressOf(context),
+        }),
+      ),
   },
   {
     name: "workspace_delete",
@@ -447,11 +710,56 @@ const DEFINITIONS: readonly ToolDefinition[] = [
   },
   {
     name: "workspace_list",
-    description: "List workspaces with their state and expiry.",
-    input: z.object({}),
+    description: "List workspaces with their state and expiry; with labels, only those carrying all of them.",
+    input: z.object({ labels: z.record(z.string(), z.string()).optional().describe('Only workspaces with all these labels, e.g. {"task": "fix-123"}.') }),
     output: z.object({ workspaces: z.array(workspaceInfo) }),
     annotations: readOnly("List workspaces"),
-    run: async (pyro) => snake({ workspaces: await pyro.listWorkspaces() }),
+    run: async (pyro, a) => snake({ workspaces: await pyro.listWorkspaces({ labels: a.labels as Record<string, string> | undefined }) }),
+  },
+  {
+    name: "workspace_update",
+    description:
+      "Rename or relabel a workspace (labels are merged; clear_labels removes keys), or give it a new time to live. " +
+      "A workspace's time to live counts from its last activity, so one in use does not expire; raise ttl_seconds before a long pause.",
+    input: z.object({
+      workspace_id: workspaceId,
+      name: z.string().min(1).max(64).nullable().optional().describe("New name; null clears it."),
+      labels: z.record(z.string(), z.string()).optional().describe("Labels to add or change."),
+      clear_labels: z.array(z.string()).max(32).optional().describe("Label keys to remove."),
+      ttl_seconds: ttlSeconds.optional().describe("New time to live in seconds, counted from now and then from each activity."),
+    }),
+    output: workspaceInfo,
+    annotations: { title: "Update a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    run: async (pyro, a) =>
+      snake(
+        await pyro.updateWorkspace(a.workspace_id as string, {
+          name: a.name as string | null | undefined,
+          labels: a.labels as Record<string, string> | undefined,
+          clearLabels: a.clear_labels as string[] | undefined,
+          ttlSeconds: a.ttl_seconds as number | undefined,
+        }),
+      ),
+  },
+  {
+    name: "workspace_summary",
+    description:
+      "A compact account of a workspace since it was created (or last reset): the commands with their exit codes, file writes, patches, pushes and exports, " +
+      "and which files differ from the baseline now. Use it to get back on track, or before reporting what you did.",
+    input: z.object({ workspace_id: workspaceId }),
+    output: z.object({
+      workspace_id: z.string(),
+      name: z.string().nullable(),
+      state,
+      since: z.string(),
+      command_count: z.number().int(),
+      failed_commands: z.number().int(),
+      commands: z.array(z.object({ sequence: z.number().int(), command: z.string(), exit_code: z.number().int(), timed_out: z.boolean() })),
+      events: z.array(z.object({ at: z.string(), kind: z.string(), detail: z.string() })),
+      changes: z.object({ added: z.array(z.string()), modified: z.array(z.string()), deleted: z.array(z.string()) }).nullable(),
+      text: z.string(),
+    }),
+    annotations: readOnly("Summarize a workspace"),
+    run: async (pyro, a, context) => snake(await pyro.summaryWorkspace(a.workspace_id as string, { signal: context.signal })),
   },
 ];
 

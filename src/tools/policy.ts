@@ -1,7 +1,7 @@
 import { realpathSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import { homedir } from "node:os";
-import { isAbsolute, resolve, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { hostPatternCovers, normalizeHostPattern } from "../network/policy.js";
 import { isErrno } from "../util/fs.js";
@@ -124,4 +124,17 @@ export async function confineHostPath(field: string, path: string, policy: ToolP
     });
   }
   return real;
+}
+
+/**
+ * A host path a model names for pyro to write (it must not exist yet): its
+ * directory, resolved with every symlink followed, must lie under one of the
+ * allowed roots, as for paths pyro reads.
+ */
+export async function confineHostOutputPath(field: string, path: string, policy: ToolPolicy): Promise<string> {
+  const absolute = isAbsolute(path) ? path : resolve(process.cwd(), path);
+  const name = basename(absolute);
+  if (name === "" || name === "." || name === "..") throw new PyroError(ErrorCode.invalidArgument, `${field}: ${path} does not name a file or directory to create`, { details: { field } });
+  const parent = await confineHostPath(field, dirname(absolute), policy);
+  return join(parent, name);
 }

@@ -18,7 +18,19 @@ const CORE_TOOLS = [
   "workspace_logs",
   "workspace_delete",
   "workspace_list",
+  "workspace_file_list",
+  "workspace_file_read",
+  "workspace_file_write",
+  "workspace_patch_apply",
+  "workspace_diff",
+  "workspace_export",
+  "workspace_update",
+  "workspace_summary",
+  "workspace_reset",
 ] as const;
+
+/** Rewinding, pausing and forking workspaces. */
+const WORKSPACE_STATE_TOOLS = ["snapshot_create", "snapshot_list", "snapshot_delete", "workspace_stop", "workspace_start", "workspace_fork"] as const;
 
 /** The step-by-step VM lifecycle, offered only by the full profile. */
 const VM_LIFECYCLE_TOOLS = ["vm_create", "vm_start", "vm_exec", "vm_stop", "vm_delete", "vm_status", "vm_network_info", "vm_reap_expired"] as const;
@@ -26,5 +38,5 @@ const VM_LIFECYCLE_TOOLS = ["vm_create", "vm_start", "vm_exec", "vm_stop", "vm_d
 export const PROFILE_TOOLS: Record<ProfileName, readonly string[]> = {
   "vm-run": ["vm_run"],
   "workspace-core": CORE_TOOLS,
-  "workspace-full": [...CORE_TOOLS, ...VM_LIFECYCLE_TOOLS],
+  "workspace-full": [...CORE_TOOLS, ...WORKSPACE_STATE_TOOLS, ...VM_LIFECYCLE_TOOLS],
 };

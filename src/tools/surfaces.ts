@@ -5,10 +5,13 @@
  * check this table against the code.
  */
 export interface Surface {
-  cli: string;
+  cli: string | null;
   mcp: string | null;
+  noCliBecause?: string;
   noMcpBecause?: string;
 }
+
+const SDK_OBJECTS = "SDK objects, not operations: the CLI and tools name things by id";
 
 export const SURFACES: Record<string, Surface> = {
   runInVm: { cli: "run", mcp: "vm_run" },
@@ -34,6 +37,24 @@ export const SURFACES: Record<string, Surface> = {
   logsWorkspace: { cli: "workspace logs", mcp: "workspace_logs" },
   listWorkspaces: { cli: "workspace list", mcp: "workspace_list" },
   deleteWorkspace: { cli: "workspace delete", mcp: "workspace_delete" },
+  listWorkspaceFiles: { cli: "workspace file list", mcp: "workspace_file_list" },
+  readWorkspaceFile: { cli: "workspace file read", mcp: "workspace_file_read" },
+  writeWorkspaceFile: { cli: "workspace file write", mcp: "workspace_file_write" },
+  applyWorkspacePatch: { cli: "workspace patch apply", mcp: "workspace_patch_apply" },
+  diffWorkspace: { cli: "workspace diff", mcp: "workspace_diff" },
+  exportWorkspace: { cli: "workspace export", mcp: "workspace_export" },
+  updateWorkspace: { cli: "workspace update", mcp: "workspace_update" },
+  summaryWorkspace: { cli: "workspace summary", mcp: "workspace_summary" },
+  createSnapshot: { cli: "workspace snapshot create", mcp: "snapshot_create" },
+  listSnapshots: { cli: "workspace snapshot list", mcp: "snapshot_list" },
+  deleteSnapshot: { cli: "workspace snapshot delete", mcp: "snapshot_delete" },
+  resetWorkspace: { cli: "workspace reset", mcp: "workspace_reset" },
+  stopWorkspace: { cli: "workspace stop", mcp: "workspace_stop" },
+  startWorkspace: { cli: "workspace start", mcp: "workspace_start" },
+  forkWorkspace: { cli: "workspace fork", mcp: "workspace_fork" },
+  getVm: { cli: null, mcp: null, noCliBecause: SDK_OBJECTS, noMcpBecause: SDK_OBJECTS },
+  getWorkspace: { cli: null, mcp: null, noCliBecause: SDK_OBJECTS, noMcpBecause: SDK_OBJECTS },
+  close: { cli: null, mcp: null, noCliBecause: "each CLI command closes its instance as it exits", noMcpBecause: "the server closes its instance when it stops" },
 };
 
 /** CLI commands that are front-end only, with no SDK operation behind them. */

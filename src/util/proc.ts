@@ -23,6 +23,18 @@ export async function processStartTime(pid: number): Promise<string | undefined>
   return rest[19];
 }
 
+/** This process, as a record names it. */
+export async function selfProcess(): Promise<{ pid: number; startTime: string }> {
+  const startTime = await processStartTime(process.pid);
+  if (startTime === undefined) throw new Error("cannot read this process's start time from /proc");
+  return { pid: process.pid, startTime };
+}
+
+/** Whether two records name the same process. */
+export function sameProcess(a: { pid: number; startTime: string } | null | undefined, b: { pid: number; startTime: string } | null | undefined): boolean {
+  return !!a && !!b && a.pid === b.pid && a.startTime === b.startTime;
+}
+
 /** True when some process has this pid (it may not be ours; see isSameProcessAlive). */
 export function pidAlive(pid: number): boolean {
   try {

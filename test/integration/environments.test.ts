@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, truncateSync, writeFileSync, rmSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Pyro } from "../../src/index.js";
 import { ensureEnvironment, removeDir, runCli, tempStateDir } from "../helpers.js";
@@ -11,6 +11,12 @@ const stateDir = tempStateDir();
 const cacheDir = tempStateDir("pyro-test-cache-");
 const envDir = join(cacheDir, "environments");
 const env = { PYRO_CACHE_DIR: cacheDir, PYRO_ENVIRONMENT_CACHE_DIR: envDir };
+
+/** The root image an environment entry names (kept by content, beside the entries). */
+function rootfsOf(entry: string): string {
+  const manifest = JSON.parse(readFileSync(join(entry, "manifest.json"), "utf8")) as { files: { rootfs: { path: string } } };
+  return join(entry, manifest.files.rootfs.path);
+}
 
 function json<T>(stdout: string): T {
   return JSON.parse(stdout) as T;
@@ -38,6 +44,11 @@ describe("environments", () => {
     mkdirSync(envDir, { recursive: true });
     execFileSync("cp", ["-a", "--reflink=auto", shared, join(envDir, "debian-12")]);
     execFileSync("cp", ["-a", "--reflink=auto", join(shared, "..", ".kernels"), join(envDir, ".kernels")]);
+    // Only the image debian:12 names (beside the entries, or inside it in older caches).
+    mkdirSync(join(envDir, ".images"));
+    const image = rootfsOf(join(envDir, "debian-12"));
+    const sharedImage = rootfsOf(shared);
+    if (!existsSync(image)) execFileSync("cp", ["-a", "--reflink=auto", sharedImage, image]);
   });
 
   after(() => {
@@ -93,7 +104,7 @@ describe("environments", () => {
 
   test("a corrupt entry is detected and rebuilt on first use", async () => {
     const before = await inspect("debian:12");
-    truncateSync(join(envDir, "debian-12", "rootfs.qcow2"), 4096);
+    truncateSync(rootfsOf(join(envDir, "debian-12")), 4096);
     assert.equal((await inspect("debian:12")).state, "corrupt");
     const run = await runCli(["run", "debian:12", "--json", "--", "git", "--version"], { stateDir, env, timeoutMs: 20 * 60_000 });
     assert.equal(run.code, 0, run.stderr);
@@ -118,6 +129,46 @@ describe("environments", () => {
     assert.equal(result.exit_code, 0);
     assert.equal(result.environment, "debian:12-base");
     assert.match(result.stdout, /^12\.\d+\nno-git\n$/);
+  });
+
+  test("a rebuild and a prune leave the image a stopped VM and a running workspace are built on; it goes once they do", async () => {
+    const pyro = new Pyro({ stateDir, cacheDir, environmentsDir: envDir });
+    const vm = await pyro.createVm({ environment: "debian:12-base" });
+    await vm.start();
+    await vm.stop();
+    await using ws = await pyro.createWorkspace({ environment: "debian:12-base" });
+    await ws.exec("echo mine > note");
+    const before = await inspect("debian:12-base");
+    const oldImage = rootfsOf(join(envDir, "debian-12-base"));
+
+    const rebuilt = await runCli(["env", "pull", "debian:12-base", "--force", "--json"], { stateDir, env, timeoutMs: 20 * 60_000 });
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    assert.notEqual((await inspect("debian:12-base")).built_at, before.built_at);
+    assert.notEqual(rootfsOf(join(envDir, "debian-12-base")), oldImage, "a new build is a new image");
+    assert.ok(existsSync(oldImage));
+
+    const pruned = await runCli(["env", "prune", "--json"], { stateDir, env });
+    assert.equal(pruned.code, 0, pruned.stderr);
+    const kept = json<{ kept: { image: string; used_by: string[] }[] }>(pruned.stdout).kept;
+    assert.deepEqual(
+      kept.map((k) => ({ image: k.image, users: k.used_by.map((path) => path.split("/").at(-2)).sort() })),
+      [{ image: oldImage, users: [vm.vmId, ws.workspaceId].sort() }],
+    );
+    assert.match((await runCli(["env", "prune"], { stateDir, env })).stdout, new RegExp(`kept .*: still used by .*${vm.vmId}`));
+
+    // The stopped VM boots on its own disk, over the image it was made from.
+    await vm.start();
+    const inVm = await vm.exec("cat /etc/debian_version");
+    assert.equal(inVm.exitCode, 0, inVm.stderr);
+    assert.equal((await ws.exec("cat note")).stdout, "mine\n");
+    await ws.delete();
+
+    const last = await runCli(["env", "prune", "--json"], { stateDir, env });
+    const result = json<{ removed: string[]; kept: unknown[] }>(last.stdout);
+    assert.deepEqual(result.kept, []);
+    assert.ok(result.removed.includes(`.images/${basename(oldImage)}`), last.stdout);
+    assert.equal(existsSync(oldImage), false);
+    await pyro.close();
   });
 
   test("debian:12-build compiles and runs C", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { request } from "node:http";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { release, tmpdir } from "node:os";
@@ -23,9 +23,15 @@ const EXPECTED: Record<string, string[]> = {
     "vm_run",
     "workspace_create",
     "workspace_delete",
+    "workspace_diff",
     "workspace_exec",
+    "workspace_export",
+    "workspace_file_list",
+    "workspace_file_read",
+    "workspace_file_write",
     "workspace_list",
     "workspace_logs",
+    "workspace_patch_apply",
     "workspace_status",
     "workspace_sync_push",
   ],
@@ -42,9 +48,15 @@ const EXPECTED: Record<string, string[]> = {
     "vm_stop",
     "workspace_create",
     "workspace_delete",
+    "workspace_diff",
     "workspace_exec",
+    "workspace_export",
+    "workspace_file_list",
+    "workspace_file_read",
+    "workspace_file_write",
     "workspace_list",
     "workspace_logs",
+    "workspace_patch_apply",
     "workspace_status",
     "workspace_sync_push",
   ],
@@ -214,6 +226,42 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 
+  test("the file tools, after listTools: write, read, list, patch, diff, export; refusals are isError results", async () => {
+    const seed = join(scratch, "files-seed");
+    mkdirSync(seed);
+    writeFileSync(join(seed, "a.txt"), "alpha\n");
+    const ws = structured(await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12", seed_path: seed } }));
+    const id = String(ws.workspace_id);
+    const call = async (name: string, args: Record<string, unknown>) => client.callTool({ name, arguments: { workspace_id: id, ...args } });
+    assert.deepEqual(structured(await call("workspace_file_write", { path: "b/c.txt", text: "gamma\n" })), { workspace_id: id, path: "/workspace/b/c.txt", bytes: 6, created: true });
+    assert.equal(structured(await call("workspace_file_read", { path: "/workspace/b/c.txt" })).text, "gamma\n");
+    const listed = structured(await call("workspace_file_list", { recursive: true }));
+    assert.deepEqual(
+      (listed.entries as { path: string }[]).map((e) => e.path),
+      ["/workspace/a.txt", "/workspace/b", "/workspace/b/c.txt"],
+    );
+    const patch = "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-alpha\n+ALPHA\n";
+    assert.deepEqual(structured(await call("workspace_patch_apply", { patch })).files, [{ path: "/workspace/a.txt", status: "modified", hunks: 1 }]);
+    const refused = failure(await call("workspace_patch_apply", { patch }));
+    assert.equal(refused.code, "patch_failed");
+    assert.match(refused.message, /hunk 1 of 1/);
+    assert.match(refused.hint, /workspace_file_read/);
+    const diff = structured(await call("workspace_diff", {}));
+    assert.deepEqual([diff.added, diff.modified, diff.deleted], [1, 1, 0]);
+    assert.match(String(diff.diff), /-alpha\n\+ALPHA/);
+    assert.equal(failure(await call("workspace_file_read", { path: "../etc/shadow" })).code, "invalid_argument");
+    assert.equal(failure(await call("workspace_file_read", { path: "missing" })).code, "file_not_found");
+
+    const out = join(scratch, "exported.tgz");
+    const exported = structured(await call("workspace_export", { output_path: out }));
+    assert.deepEqual([exported.format, exported.files, exported.output_path], ["tgz", 2, join(realpathSync(scratch), "exported.tgz")]);
+    // Outside the shared directory, nothing is written.
+    const outside = failure(await call("workspace_export", { output_path: "/tmp/pyro-mcp-export-outside" }));
+    assert.equal(outside.code, "source_refused");
+    assert.equal(existsSync("/tmp/pyro-mcp-export-outside"), false);
+    assert.deepEqual(structured(await call("workspace_delete", {})), { workspace_id: id, deleted: true });
+  });
+
   test("a seed_path outside the allowed roots is refused, symlinks included, before any VM exists", async () => {
     const link = join(scratch, "sneaky");
     symlinkSync("/etc", link);
@@ -246,6 +294,92 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.deepEqual(qemuProcessesUnder(stateDir), []);
     assert.deepEqual(vmDirsUnder(stateDir), []);
     assert.ok(Date.now() - started < 40_000);
+  });
+
+  test("workspace-full, after listTools: every refusal of the VM tools is an isError result with a hint", async () => {
+    const { client: full } = await stdioClient("workspace-full");
+    try {
+      await full.listTools();
+      const missing = "0123456789ab";
+      for (const name of ["vm_status", "vm_start", "vm_stop", "vm_delete", "vm_network_info"]) {
+        assert.equal(failure(await full.callTool({ name, arguments: { vm_id: missing } })).code, "vm_not_found", name);
+      }
+      assert.equal(failure(await full.callTool({ name: "vm_exec", arguments: { vm_id: missing, command: "true" } })).code, "vm_not_found");
+      assert.equal(failure(await full.callTool({ name: "vm_create", arguments: { environment: "debian:99" } })).code, "unknown_environment");
+      // A command refused because the VM is not started leaves the VM alone.
+      const vm = structured(await full.callTool({ name: "vm_create", arguments: { environment: "debian:12" } }));
+      const refused = failure(await full.callTool({ name: "vm_exec", arguments: { vm_id: vm.vm_id, command: "true" } }));
+      assert.equal(refused.code, "vm_not_running");
+      assert.equal(structured(await full.callTool({ name: "vm_status", arguments: { vm_id: vm.vm_id } })).state, "created");
+      assert.deepEqual(structured(await full.callTool({ name: "vm_delete", arguments: { vm_id: vm.vm_id } })), { vm_id: vm.vm_id, deleted: true });
+      for (const name of ["workspace_status", "workspace_logs", "workspace_delete"]) {
+        assert.equal(failure(await full.callTool({ name, arguments: { workspace_id: missing } })).code, "workspace_not_found", name);
+      }
+      assert.equal(
+        failure(await full.callTool({ name: "workspace_sync_push", arguments: { workspace_id: missing, source_path: scratch } })).code,
+        "workspace_not_found",
+      );
+      assert.deepEqual(structured(await full.callTool({ name: "vm_reap_expired", arguments: {} })), { reaped_vm_ids: [], count: 0 });
+    } finally {
+      await full.close();
+    }
+  });
+
+  for (const how of ["SIGTERM", "SIGINT", "stdin EOF"] as const) {
+    test(`${how} during a long vm_run: the server cancels it, removes its VM and exits 0 within 5 s`, async () => {
+      const transport = new StdioClientTransport({ command: process.execPath, args: [PYRO_BIN, "mcp", "serve"], env: serverEnv, stderr: "pipe" });
+      const own = new Client({ name: "pyro-test", version: "1.0.0" });
+      await own.connect(transport);
+      await own.listTools();
+      // The transport's own child process: its exit status is what an MCP host sees.
+      const child = (transport as unknown as { _process: ChildProcess })._process;
+      const exitedCode = new Promise<number | null>((resolvePromise) => child.once("exit", (code) => resolvePromise(code)));
+      let started!: () => void;
+      const running = new Promise<void>((r) => (started = r));
+      const call = own
+        .callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "echo started; sleep 120" } }, undefined, {
+          timeout: 180_000,
+          onprogress: (p) => {
+            if (String(p.message).includes("started")) started();
+          },
+        })
+        .catch(() => undefined);
+      await running;
+      assert.equal(qemuProcessesUnder(stateDir).length, 1);
+      const signalled = Date.now();
+      if (how === "stdin EOF") child.stdin!.end();
+      else child.kill(how);
+      assert.equal(await exitedCode, 0);
+      const seconds = (Date.now() - signalled) / 1000;
+      assert.ok(seconds < 5, `exited after ${seconds} s`);
+      await call;
+      await own.close().catch(() => undefined);
+      assert.deepEqual(qemuProcessesUnder(stateDir), []);
+      assert.deepEqual(vmDirsUnder(stateDir), []);
+    });
+  }
+
+  test("a model sees 16 KiB per stream, head and tail; workspace_logs with sequence returns it whole", async () => {
+    const ws = structured(await client.callTool({ name: "workspace_create", arguments: { environment: "debian:12" } }));
+    const id = String(ws.workspace_id);
+    try {
+      const result = structured(await client.callTool({ name: "workspace_exec", arguments: { workspace_id: id, command: "seq 1 30000" } }));
+      const stdout = String(result.stdout);
+      assert.equal(result.stdout_truncated, true);
+      assert.ok(Buffer.byteLength(stdout) < 17 * 1024, `${Buffer.byteLength(stdout)} bytes shown`);
+      assert.match(stdout, /^1\n2\n/);
+      assert.match(stdout, /\n30000\n$/);
+      assert.match(stdout, new RegExp(`bytes cut from the middle; workspace_logs with sequence ${String(result.sequence)} returns it whole`));
+      const whole = structured(await client.callTool({ name: "workspace_logs", arguments: { workspace_id: id, sequence: result.sequence } }));
+      const [entry] = whole.entries as { stdout: string; stdout_truncated: boolean }[];
+      assert.equal(entry!.stdout.split("\n").length, 30001);
+      assert.equal(entry!.stdout_truncated, false);
+      const run = structured(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "seq 1 30000 >&2" } }));
+      assert.equal(run.stderr_truncated, true);
+      assert.match(String(run.stderr), /bytes cut from the middle; rerun with less output/);
+    } finally {
+      await client.callTool({ name: "workspace_delete", arguments: { workspace_id: id } });
+    }
   });
 
   test("garbage on stdin gets protocol errors; closing stdin exits cleanly", async () => {

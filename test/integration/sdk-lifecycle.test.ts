@@ -71,8 +71,9 @@ describe("the SDK on real guests", () => {
     assert.equal(stopped.state, "stopped");
     assert.deepEqual(qemuProcessesUnder(vm.vmId), []);
     await rejectsWith(pyro.execVm(vm.vmId, { command: "true" }), "vm_not_running", /stopped/);
-    // execVm cleans up even when it fails.
-    await rejectsWith(pyro.statusVm(vm.vmId), "vm_not_found");
+    // A refused exec ran nothing, so it cleans nothing up: the VM is as it was.
+    assert.equal((await pyro.statusVm(vm.vmId)).state, "stopped");
+    await pyro.deleteVm(vm.vmId);
 
     const again = await pyro.createVm({ environment: "debian:12" });
     await pyro.startVm(again.vmId);
@@ -95,6 +96,8 @@ describe("the SDK on real guests", () => {
     process.kill(qemuPidOf(again.vmId), "SIGKILL");
     await sleep(200);
     await rejectsWith(pyro.execVm(again.vmId, { command: "true" }), "vm_not_running", /failed/);
+    assert.equal((await pyro.statusVm(again.vmId)).state, "failed");
+    assert.deepEqual(await pyro.deleteVm(again.vmId), { vmId: again.vmId, deleted: true });
     assert.deepEqual(await pyro.deleteVm(vm.vmId), { vmId: vm.vmId, deleted: true });
     await rejectsWith(pyro.deleteVm(vm.vmId), "vm_not_found");
   });

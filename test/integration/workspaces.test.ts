@@ -115,7 +115,8 @@ describe("workspaces on real guests", () => {
     assert.deepEqual(json(deleted.stdout), { workspace_id: id, deleted: true });
     const gone = await runCli(["workspace", "status", id], { stateDir });
     assert.equal(gone.code, 76);
-    assert.match(gone.stderr, /no workspace with id/);
+    // Gone, and it says why and when.
+    assert.match(gone.stderr, new RegExp(`workspace ${id} was deleted at \\d{4}-`));
   });
 
   test("seeded from a .tgz with the SDK; two concurrent execs both complete and are journaled", async () => {

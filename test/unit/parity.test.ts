@@ -28,11 +28,12 @@ const program = buildProgram(newContext(new Pyro(), new AbortController().signal
 const cli = leafCommands(program);
 const tools = new Map(TOOLS.map((t) => [t.name, t]));
 
-test("every SDK operation has a CLI command, and an MCP tool unless it says why not", () => {
+test("every SDK operation has a CLI command and an MCP tool unless it says why not", () => {
   const methods = Object.getOwnPropertyNames(Pyro.prototype).filter((name) => name !== "constructor");
   assert.deepEqual(methods.sort(), Object.keys(SURFACES).sort(), "SDK methods and the surface table differ");
   for (const [method, surface] of Object.entries(SURFACES)) {
-    assert.ok(cli.has(surface.cli), `${method}: no CLI command "${surface.cli}"`);
+    if (surface.cli) assert.ok(cli.has(surface.cli), `${method}: no CLI command "${surface.cli}"`);
+    else assert.ok(surface.noCliBecause, `${method} has no CLI command and no reason`);
     if (surface.mcp) assert.ok(tools.has(surface.mcp), `${method}: no MCP tool ${surface.mcp}`);
     else assert.ok(surface.noMcpBecause, `${method} has no MCP tool and no reason`);
   }
@@ -52,7 +53,7 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
     ["vm_create", "vm create", ["environment", ...vmOptions]],
     ["workspace_create", "workspace create", ["environment", "seedPath", "name", "labels", ...vmOptions]],
     ["workspace_exec", "workspace exec", ["workspaceId", "command", "timeoutSeconds"]],
-    ["workspace_sync_push", "workspace sync push", ["workspaceId", "sourcePath", "dest"]],
+    ["workspace_sync_push", "workspace sync push", ["workspaceId", "sourcePath", "dest", "timeoutSeconds"]],
     ["vm_exec", "vm exec", ["vmId", "command", "timeoutSeconds"]],
   ];
   // The operator's decisions are flags of `pyro mcp serve`, not arguments a model can pass.
@@ -74,8 +75,21 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
 test("defaults are the contract's on every surface", () => {
   assert.deepEqual(
     { ...Defaults, maxOutputBytes: undefined, bootTimeoutSeconds: undefined },
-    { vcpuCount: 1, memMib: 1024, timeoutSeconds: 30, ttlSeconds: 600, network: false, allowHostCompat: false, maxOutputBytes: undefined, bootTimeoutSeconds: undefined },
+    {
+      vcpuCount: 1,
+      memMib: 1024,
+      timeoutSeconds: 30,
+      ttlSeconds: 600,
+      network: false,
+      allowHostCompat: false,
+      maxOutputBytes: undefined,
+      bootTimeoutSeconds: undefined,
+      pushTimeoutSeconds: 600,
+    },
   );
+  const push = (z.toJSONSchema(tools.get("workspace_sync_push")!.input) as { properties: Record<string, { description?: string }> }).properties;
+  assert.match(push.timeout_seconds?.description ?? "", /Default 600\./);
+  assert.ok(cli.get("workspace sync push")!.helpInformation().replace(/\s+/g, " ").includes("(default 600)"));
   // What clients see: the JSON Schema of the tool's input.
   const run = (z.toJSONSchema(tools.get("vm_run")!.input) as { properties: Record<string, { description?: string }> }).properties;
   assert.match(run.vcpu_count?.description ?? "", /Default 1\./);

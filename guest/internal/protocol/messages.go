@@ -23,6 +23,15 @@ const (
 	TypePutTar     = "put_tar"
 	TypePutTarData = "put_tar_data"
 	TypePutTarEnd  = "put_tar_end"
+
+	TypeFsList    = "fs_list"
+	TypeFsEntries = "fs_entries"
+	TypeFsRead    = "fs_read"
+	TypeFsWrite   = "fs_write"
+	TypeFsRemove  = "fs_remove"
+	TypeGetTar    = "get_tar"
+	TypeTarData   = "tar_data"
+	TypeSync      = "sync"
 )
 
 // Error codes.
@@ -34,6 +43,8 @@ const (
 	CodeBadArchive  = "bad_archive"
 	CodeTooLarge    = "too_large"
 	CodeIOError     = "io_error"
+	CodeOutside     = "outside_root"
+	CodeWrongType   = "wrong_type"
 )
 
 // MaxEntropyLen bounds the hello payload.
@@ -94,6 +105,9 @@ type Exec struct {
 	Env            map[string]string `json:"env"`
 	TimeoutMs      *int64            `json:"timeout_ms"`
 	MaxOutputBytes *int64            `json:"max_output_bytes"`
+	// Sync flushes every filesystem to disk before the exit reply, so
+	// what the command wrote survives the VM being killed right after.
+	Sync bool `json:"sync"`
 }
 
 // Started is the first reply to a successful exec.
@@ -163,4 +177,54 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Nonce   string `json:"nonce,omitempty"`
+}
+
+// FsRequest is the body of fs_list, fs_read, fs_write, fs_remove and
+// get_tar: paths are relative to Root, an absolute directory.
+type FsRequest struct {
+	Root         *string  `json:"root"`
+	Path         *string  `json:"path"`
+	Paths        []string `json:"paths"`
+	Recursive    bool     `json:"recursive"`
+	Hash         bool     `json:"hash"`
+	HashMaxBytes *int64   `json:"hash_max_bytes"`
+	MaxEntries   *int64   `json:"max_entries"`
+	MaxBytes     *int64   `json:"max_bytes"`
+	Mode         *uint32  `json:"mode"`
+}
+
+// FsListOK ends an fs_list, after its fs_entries frames.
+type FsListOK struct {
+	Type      string `json:"type"`
+	ID        uint64 `json:"id"`
+	Count     int    `json:"count"`
+	Truncated bool   `json:"truncated"`
+}
+
+// FsReadOK carries a file's content as payload.
+type FsReadOK struct {
+	Type      string `json:"type"`
+	ID        uint64 `json:"id"`
+	Size      int64  `json:"size"`
+	Mode      uint32 `json:"mode"`
+	MtimeMs   int64  `json:"mtime_ms"`
+	Truncated bool   `json:"truncated"`
+}
+
+// FsWriteOK ends an fs_write.
+type FsWriteOK struct {
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	Existed bool   `json:"existed"`
+}
+
+// GetTarOK ends a get_tar, after its tar_data frames.
+type GetTarOK struct {
+	Type     string `json:"type"`
+	ID       uint64 `json:"id"`
+	Files    int64  `json:"files"`
+	Dirs     int64  `json:"dirs"`
+	Symlinks int64  `json:"symlinks"`
+	Bytes    int64  `json:"bytes"`
+	Skipped  int64  `json:"skipped"`
 }

@@ -169,6 +169,10 @@ func (c *Conn) runPutTar(s *session, id uint64, t *putTar, pr *io.PipeReader, re
 		c.send(s, protocol.PutTarOK{Type: protocol.TypeOK, ID: id, Files: st.Files, Dirs: st.Dirs, Symlinks: st.Symlinks, Bytes: st.Bytes}, nil)
 	}()
 	st, err = archive.Put(pr, req)
+	if err == nil {
+		// Acknowledged means durable: the tree survives the VM being killed.
+		syncAll()
+	}
 }
 
 // putTarCode is the one place where extraction failures become protocol

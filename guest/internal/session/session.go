@@ -273,6 +273,13 @@ func (c *Conn) handle(f protocol.Frame) {
 		c.putTarData(s, id, f.Payload)
 	case protocol.TypePutTarEnd:
 		c.putTarEnd(s, id)
+	case protocol.TypeFsList, protocol.TypeFsRead, protocol.TypeFsWrite, protocol.TypeFsRemove, protocol.TypeGetTar:
+		c.fsRequest(s, id, typ, f)
+	case protocol.TypeSync:
+		go func() {
+			syncAll()
+			c.send(s, protocol.OK{Type: protocol.TypeOK, ID: id}, nil)
+		}()
 	default:
 		c.sendError(s, id, protocol.CodeBadRequest, fmt.Sprintf("unknown request type %q", typ))
 	}
@@ -322,34 +329,35 @@ func (c *Conn) hello(id uint64, f protocol.Frame) {
 	}, nil)
 }
 
-// parseExec validates an exec request into a process.Spec.
-func parseExec(header []byte) (process.Spec, error) {
+// parseExec validates an exec request into a process.Spec, and whether to
+// sync the filesystems once the command is over.
+func parseExec(header []byte) (process.Spec, bool, error) {
 	var req protocol.Exec
 	if err := json.Unmarshal(header, &req); err != nil {
-		return process.Spec{}, fmt.Errorf("exec: %v", err)
+		return process.Spec{}, false, fmt.Errorf("exec: %v", err)
 	}
 	hasArgv, hasShell := req.Argv != nil, req.Shell != nil
 	if hasArgv == hasShell {
-		return process.Spec{}, errors.New("exec: exactly one of argv and shell is required")
+		return process.Spec{}, false, errors.New("exec: exactly one of argv and shell is required")
 	}
 	if hasArgv && len(req.Argv) == 0 {
-		return process.Spec{}, errors.New("exec: argv must be non-empty")
+		return process.Spec{}, false, errors.New("exec: argv must be non-empty")
 	}
 	if hasArgv && req.Argv[0] == "" {
-		return process.Spec{}, errors.New("exec: argv[0] must be non-empty")
+		return process.Spec{}, false, errors.New("exec: argv[0] must be non-empty")
 	}
 	if hasShell && *req.Shell == "" {
-		return process.Spec{}, errors.New("exec: shell must be non-empty")
+		return process.Spec{}, false, errors.New("exec: shell must be non-empty")
 	}
 	if req.TimeoutMs == nil || *req.TimeoutMs <= 0 {
-		return process.Spec{}, errors.New("exec: timeout_ms must be a positive integer")
+		return process.Spec{}, false, errors.New("exec: timeout_ms must be a positive integer")
 	}
 	if req.MaxOutputBytes == nil || *req.MaxOutputBytes < 0 {
-		return process.Spec{}, errors.New("exec: max_output_bytes must be a non-negative integer")
+		return process.Spec{}, false, errors.New("exec: max_output_bytes must be a non-negative integer")
 	}
 	for k, v := range req.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return process.Spec{}, fmt.Errorf("exec: invalid environment variable %q", clip(k))
+			return process.Spec{}, false, fmt.Errorf("exec: invalid environment variable %q", clip(k))
 		}
 	}
 	spec := process.Spec{
@@ -363,15 +371,15 @@ func parseExec(header []byte) (process.Spec, error) {
 	}
 	if req.Cwd != nil {
 		if *req.Cwd == "" {
-			return process.Spec{}, errors.New("exec: cwd must be non-empty when given")
+			return process.Spec{}, false, errors.New("exec: cwd must be non-empty when given")
 		}
 		spec.Cwd = *req.Cwd
 	}
-	return spec, nil
+	return spec, req.Sync, nil
 }
 
 func (c *Conn) exec(s *session, id uint64, header []byte) {
-	spec, err := parseExec(header)
+	spec, syncAfter, err := parseExec(header)
 	if err != nil {
 		c.sendError(s, id, protocol.CodeBadRequest, err.Error())
 		return
@@ -395,10 +403,10 @@ func (c *Conn) exec(s *session, id uint64, header []byte) {
 	s.mu.Lock()
 	s.execs[id] = proc
 	s.mu.Unlock()
-	go c.runExec(s, id, proc)
+	go c.runExec(s, id, proc, syncAfter)
 }
 
-func (c *Conn) runExec(s *session, id uint64, proc *process.Proc) {
+func (c *Conn) runExec(s *session, id uint64, proc *process.Proc, syncAfter bool) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.execs, id)
@@ -411,6 +419,9 @@ func (c *Conn) runExec(s *session, id uint64, proc *process.Proc) {
 	res := proc.Wait(func(st process.Stream, b []byte) {
 		c.send(s, protocol.Output{Type: protocol.TypeOutput, ID: id, Stream: st.String()}, b)
 	})
+	if syncAfter {
+		syncAll()
+	}
 	exit := protocol.Exit{
 		Type:            protocol.TypeExit,
 		ID:              id,

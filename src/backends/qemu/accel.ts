@@ -1,6 +1,7 @@
-import { access, constants, readFile } from "node:fs/promises";
+import { access, constants, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathExists, readJsonIfExists, writeJsonAtomic } from "../../util/fs.js";
+import { runTool } from "../../util/proc.js";
 
 export type Accel = "kvm" | "tcg";
 
@@ -86,18 +87,56 @@ export function isKvmFailure(log: string): boolean {
   return /KVM internal error|emulation failure|kvm run failed|failed to initialize kvm|Could not access KVM kernel module/i.test(log);
 }
 
-let tscKhzCache: number | undefined | null = null;
+let tscKhzCache: Promise<number | undefined> | undefined;
 
 /**
- * The host's TSC rate in kHz, which a TCG guest's TSC runs at. From the
- * kernel's own figure when it exposes one, else the first `cpu MHz` line.
+ * The host's TSC rate in kHz, which a TCG guest's TSC runs at; it is part of
+ * a template's key, so every pyro process on this host boot must agree on
+ * it. From the kernel's own figure (sysfs, else its boot log), else the
+ * first `cpu MHz` line; whichever is found first on a host boot is recorded
+ * in `cacheDir` (beside the templates it keys) and used by every later
+ * process of that boot.
  */
-export async function hostTscKhz(): Promise<number | undefined> {
-  if (tscKhzCache !== null) return tscKhzCache;
+export function hostTscKhz(cacheDir: string): Promise<number | undefined> {
+  tscKhzCache ??= readTscKhz(cacheDir);
+  return tscKhzCache;
+}
+
+async function readTscKhz(cacheDir: string): Promise<number | undefined> {
   const exact = Number((await readFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz", "utf8").catch(() => "")).trim());
-  if (Number.isFinite(exact) && exact > 0) return (tscKhzCache = Math.round(exact));
+  if (Number.isFinite(exact) && exact > 0) return Math.round(exact);
+  await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+  const path = join(cacheDir, "host-tsc.json");
+  const boot = await bootId();
+  const recorded = await readJsonIfExists<{ bootId: string; khz: number | null }>(path).catch(() => undefined);
+  if (recorded && recorded.bootId === boot) return recorded.khz ?? undefined;
+  const khz = (await tscFromKernelLog()) ?? (await cpuMhzKhz());
+  // The first process of this boot to get here decides; the others read what it wrote.
+  try {
+    await writeFile(path, JSON.stringify({ bootId: boot, khz: khz ?? null }), { flag: "wx", mode: 0o644 });
+    return khz;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") return khz;
+    const other = await readJsonIfExists<{ bootId: string; khz: number | null }>(path).catch(() => undefined);
+    if (other?.bootId === boot) return other.khz ?? undefined;
+    // Left by an earlier boot: replaced.
+    await writeJsonAtomic(path, { bootId: boot, khz: khz ?? null });
+    return khz;
+  }
+}
+
+/** The kernel's calibrated TSC rate, from its log (readable by root, or where dmesg is not restricted). */
+async function tscFromKernelLog(): Promise<number | undefined> {
+  const log = await runTool("dmesg", [], { timeoutMs: 5000 }).catch(() => undefined);
+  if (!log || log.code !== 0) return undefined;
+  const refined = /Refined TSC clocksource calibration: ([\d.]+) MHz/.exec(log.stdout);
+  const detected = /tsc: Detected ([\d.]+) MHz processor/.exec(log.stdout);
+  const mhz = Number((refined ?? detected)?.[1]);
+  return Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : undefined;
+}
+
+async function cpuMhzKhz(): Promise<number | undefined> {
   const cpuinfo = await readFile("/proc/cpuinfo", "utf8").catch(() => "");
   const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
-  tscKhzCache = Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : undefined;
-  return tscKhzCache;
+  return Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : undefined;
 }

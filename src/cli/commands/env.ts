@@ -1,3 +1,4 @@
+import { basename, dirname } from "node:path";
 import type { Command } from "commander";
 import type { EnvironmentInfo } from "../../sdk/types.js";
 import { emit, formatBytes, table, type CliContext } from "../context.js";
@@ -65,10 +66,15 @@ export function registerEnv(program: Command, ctx: CliContext): void {
 
   env
     .command("prune")
-    .description("remove cached environments and kernels that are no longer used, and leftovers of interrupted builds")
+    .description("remove cached environments, kernels and root images that are no longer used, and leftovers of interrupted builds (an image a VM still uses is kept)")
     .option("--json", "print JSON")
     .action(async (_flags: { json?: boolean }) => {
       const result = await ctx.pyro.pruneEnvironments();
-      emit(ctx, result, () => (result.removed.length ? `removed ${result.removed.join(", ")} (${formatBytes(result.freedBytes)})` : "nothing to prune"));
+      emit(ctx, result, () =>
+        [
+          result.removed.length ? `removed ${result.removed.join(", ")} (${formatBytes(result.freedBytes)})` : "nothing to prune",
+          ...result.kept.map((k) => `kept ${k.image}: still used by ${k.usedBy.map((path) => basename(dirname(path))).join(", ")}`),
+        ].join("\n"),
+      );
     });
 }

@@ -55,13 +55,27 @@ rebinding protection).`,
       if (policy.allowHosts.length) process.stderr.write(`pyro mcp: guests may reach only ${policy.allowHosts.join(", ")}\n`);
       if (policy.allowHostCompat) process.stderr.write("pyro mcp: host-compat is ON: when no guest can boot, commands run on this host without isolation\n");
       const options = { profile: flags.profile, version, policy };
-      if (flags.transport === "stdio") {
-        await serveStdio(ctx.pyro, { ...options, signal: ctx.signal });
-        return;
+      // A failure that escaped one call (a library's callback, a stray promise) is logged; the other calls and their VMs live on.
+      const survive = (what: string) => (error: unknown) => {
+        process.stderr.write(`pyro mcp: ${what} (the server keeps running): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      };
+      const onRejection = survive("unhandled rejection");
+      const onException = survive("uncaught exception");
+      process.on("unhandledRejection", onRejection);
+      process.on("uncaughtException", onException);
+      try {
+        if (flags.transport === "stdio") {
+          await serveStdio(ctx.pyro, { ...options, signal: ctx.signal });
+          return;
+        }
+        const token = process.env.PYRO_MCP_TOKEN || undefined;
+        const handle = await serveHttp(ctx.pyro, { ...options, host: flags.host, port: flags.port, token });
+        await new Promise<void>((resolvePromise) => ctx.signal.addEventListener("abort", () => resolvePromise(), { once: true }));
+        await handle.close();
+      } finally {
+        await ctx.pyro.close();
+        process.off("unhandledRejection", onRejection);
+        process.off("uncaughtException", onException);
       }
-      const token = process.env.PYRO_MCP_TOKEN || undefined;
-      const handle = await serveHttp(ctx.pyro, { ...options, host: flags.host, port: flags.port, token });
-      await new Promise<void>((resolvePromise) => ctx.signal.addEventListener("abort", () => resolvePromise(), { once: true }));
-      await handle.close();
     });
 }
