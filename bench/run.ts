@@ -4,7 +4,10 @@
  * (cold, restored, from a warm pool),
  * exec round trip in a running VM, host `bash -c true` as the floor,
  * throughput with 1, 2 and 4 runs in parallel, QEMU memory per VM, and
- * workspaces: create (empty and seeded), exec round trip, sync push rate;
+ * workspaces: create (empty and seeded), exec round trip, sync push rate,
+ * file read/write round trips, patch apply, diff of 1,000 files, export
+ * rate, snapshot create and reset, stop and start with memory, fork of 1
+ * and of 4;
  * what QEMU's confinement costs (the same boots with PYRO_CONFINEMENT=off),
  * and the network: restore with a NIC and its helper, and egress throughput
  * from a guest to a server in a network namespace made for the purpose
@@ -228,6 +231,47 @@ async function main(): Promise<void> {
   await pyro.deleteWorkspace(ws);
   const pushMBps = seedBytes / 1e6 / (stats("", pushes).medianMs / 1000);
 
+  // The editing surface, on a workspace seeded with the same 1,000 files.
+  const edit = await pyro.createWorkspace({ environment: "debian:12", seedPath: seed });
+  const text = "x".repeat(4095) + "\n";
+  await edit.writeFile("bench/a.txt", text);
+  results.push(stats("file write round trip (4 KiB)", await repeat(runs, () => edit.writeFile("bench/a.txt", text))));
+  results.push(stats("file read round trip (4 KiB)", await repeat(runs, () => edit.readFile("bench/a.txt"))));
+  await edit.writeFile("bench/p.txt", "a\nb\nc\n");
+  let flip = false;
+  const patches = await repeat(runs, () => {
+    flip = !flip;
+    return edit.applyPatch(flip ? "--- a/bench/p.txt\n+++ b/bench/p.txt\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n" : "--- a/bench/p.txt\n+++ b/bench/p.txt\n@@ -1,3 +1,3 @@\n a\n-B\n+b\n c\n");
+  });
+  results.push(stats("patch apply (one hunk)", patches));
+  await edit.exec("for i in 1 2 3 4 5; do echo changed >> d$i/f$i.bin; done; rm d0/f0.bin");
+  results.push(stats("diff of a 1,000-file workspace (7 changes)", await repeat(Math.min(runs, 5), () => edit.diff())));
+  const exportDir = mkdtempSync(join(tmpdir(), "pyro-bench-export-"));
+  let n = 0;
+  const exports = await repeat(Math.min(runs, 5), () => edit.export(join(exportDir, `out${n++}`)));
+  rmSync(exportDir, { recursive: true, force: true });
+  results.push(stats("export 10 MB / 1,000 files to a directory", exports));
+  const exportMBps = seedBytes / 1e6 / (stats("", exports).medianMs / 1000);
+  let s = 0;
+  const snapshots = await repeat(Math.min(runs, 5), () => pyro.createSnapshot(edit.workspaceId, `s${s++}`));
+  results.push(stats("snapshot create", snapshots));
+  results.push(stats("reset to a snapshot (boots cold)", await repeat(3, () => pyro.resetWorkspace(edit.workspaceId, { snapshot: "s0" }))));
+  const stops: number[] = [];
+  const starts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    stops.push(await time(() => pyro.stopWorkspace(edit.workspaceId)));
+    starts.push(await time(() => pyro.startWorkspace(edit.workspaceId)));
+  }
+  results.push(stats("workspace stop, memory saved (1024 MiB)", stops));
+  results.push(stats("workspace start, resumed with its memory", starts));
+  for (const count of [1, 4]) {
+    let forks: string[] = [];
+    const wall = await time(async () => (forks = (await pyro.forkWorkspace(edit.workspaceId, { count })).workspaces.map((w) => w.workspaceId)));
+    results.push(stats(`fork of ${count}, until all are ready`, [wall]));
+    for (const id of forks) await pyro.deleteWorkspace(id);
+  }
+  await edit.delete();
+
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
   const byName = (name: string) => results.find((r) => r.name === name)!;
   const ratios = {
@@ -240,7 +284,7 @@ async function main(): Promise<void> {
     pooledRunInVmOverHostFloor: byName("runInVm true, warm pool").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, egress }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, exportMBps, egress }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -254,6 +298,7 @@ async function main(): Promise<void> {
     `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
+    `workspace export throughput (10 MB in 1,000 files, median): ${exportMBps.toFixed(1)} MB/s`,
     `confinement cost (medians, confined/unconfined): restore ${ratios.confinedOverUnconfinedRestore.toFixed(2)}x, cold boot ${ratios.confinedOverUnconfinedColdBoot.toFixed(2)}x`,
     egress.mbps.length
       ? `egress throughput, guest to a server in a test network namespace (${egress.megabytes} MB per run): ${egress.mbps.map((m) => m.toFixed(1)).join(", ")} MB/s`

@@ -1,3 +1,4 @@
+import { readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { inspectCgroups, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
 import { pathExists } from "../util/fs.js";
@@ -39,9 +40,19 @@ export class Reaper {
     }
     await this.killOrphans();
     await this.vms.store.pruneTombstones(now);
+    await this.removeDeadForks();
     const { support } = await inspectCgroups();
     if (support) await removeEmptyCgroups(support);
     return reaped;
+  }
+
+  /** Removes what a fork whose process died left (its saved memory and disk copy). */
+  private async removeDeadForks(): Promise<void> {
+    const dir = join(this.vms.store.stateDir, "forks");
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const pid = /^[0-9a-f]{12}-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+      if (pid && !pidAlive(Number(pid))) await rm(join(dir, name), { recursive: true, force: true });
+    }
   }
 
   /**

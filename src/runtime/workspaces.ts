@@ -350,7 +350,8 @@ export class WorkspaceManager {
   async fork(id: string, count: number, names: (string | null)[], hooks: StartHooks = {}): Promise<VmRecord[]> {
     const parent = await this.vms.requireRunning(id, "workspace");
     this.guestFiles(parent);
-    const dir = join(this.vms.store.stateDir, "forks", `${id}-${randomBytes(4).toString("hex")}`);
+    // Named by this process, so the reaper can tell a fork in progress from one whose process died.
+    const dir = join(this.vms.store.stateDir, "forks", `${id}-${process.pid}-${randomBytes(4).toString("hex")}`);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const children: VmRecord[] = [];
     try {

@@ -247,80 +247,43 @@ export interface WorkspaceDeleteResult {
 }
 
 export type { ChangeStatus, DiffFile, FileEntry, PatchFileResult } from "../runtime/workspace-files.js";
-import type { DiffFile, FileEntry, PatchFileResult } from "../runtime/workspace-files.js";
+import type { DiffResult, ExportResult, FileListResult, FileReadResult, FileWriteResult, PatchResult } from "../runtime/workspace-files.js";
+import type { WorkspaceSummary as RuntimeSummary } from "../runtime/workspaces.js";
 
 /** `listWorkspaceFiles`: a directory's entries (or one file), at most 1,000. */
-export interface WorkspaceFileList {
+export interface WorkspaceFileList extends FileListResult {
   workspaceId: string;
-  path: string;
-  recursive: boolean;
-  entries: FileEntry[];
-  /** More entries exist than were returned. */
-  truncated: boolean;
 }
 
 /** `readWorkspaceFile`: text, or `binary: true` and no text. */
-export interface WorkspaceFileRead {
+export interface WorkspaceFileRead extends FileReadResult {
   workspaceId: string;
-  path: string;
-  size: number;
-  text: string | null;
-  binary: boolean;
-  truncated: boolean;
-  bytesRead: number;
 }
 
-export interface WorkspaceFileWrite {
+export interface WorkspaceFileWrite extends FileWriteResult {
   workspaceId: string;
-  path: string;
-  bytes: number;
-  created: boolean;
 }
 
-export interface WorkspacePatchResult {
+export interface WorkspacePatchResult extends PatchResult {
   workspaceId: string;
-  files: PatchFileResult[];
 }
 
-export interface WorkspaceDiff {
+/** `diffWorkspace`: against the baseline (the seed); `a/` is the baseline, `b/` now. */
+export interface WorkspaceDiff extends DiffResult {
   workspaceId: string;
-  /** Unified diff against the baseline (the seed): `a/` is the baseline, `b/` now. */
-  diff: string;
-  files: DiffFile[];
-  truncated: boolean;
-  added: number;
-  modified: number;
-  deleted: number;
 }
 
-export interface WorkspaceExportResult {
+export interface WorkspaceExportResult extends ExportResult {
   workspaceId: string;
   /** What was exported, under /workspace. */
   path: string;
-  outputPath: string;
-  format: "directory" | "file" | "tar" | "tgz";
-  files: number;
-  dirs: number;
-  symlinks: number;
-  bytes: number;
-  skipped: number;
 }
 
 /** `summaryWorkspace`: what happened since creation or the last reset. */
-export interface WorkspaceSummary {
+export interface WorkspaceSummary extends Omit<RuntimeSummary, "record"> {
   workspaceId: string;
   name: string | null;
   state: VmState;
-  since: string;
-  commandCount: number;
-  failedCommands: number;
-  /** The latest 50 commands. */
-  commands: { sequence: number; command: string; exitCode: number; timedOut: boolean }[];
-  events: { at: string; kind: string; detail: string }[];
-  /** Files that differ from the baseline; null when the workspace is not running. */
-  changes: { added: string[]; modified: string[]; deleted: string[] } | null;
-  /** The same as a few lines of text. */
-  text: string;
 }
 
 export interface WorkspaceSnapshotInfo {

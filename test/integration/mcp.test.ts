@@ -32,10 +32,16 @@ const EXPECTED: Record<string, string[]> = {
     "workspace_list",
     "workspace_logs",
     "workspace_patch_apply",
+    "workspace_reset",
     "workspace_status",
+    "workspace_summary",
     "workspace_sync_push",
+    "workspace_update",
   ],
   "workspace-full": [
+    "snapshot_create",
+    "snapshot_delete",
+    "snapshot_list",
     "vm_create",
     "vm_delete",
     "vm_exec",
@@ -54,11 +60,17 @@ const EXPECTED: Record<string, string[]> = {
     "workspace_file_list",
     "workspace_file_read",
     "workspace_file_write",
+    "workspace_fork",
     "workspace_list",
     "workspace_logs",
     "workspace_patch_apply",
+    "workspace_reset",
+    "workspace_start",
     "workspace_status",
+    "workspace_stop",
+    "workspace_summary",
     "workspace_sync_push",
+    "workspace_update",
   ],
 };
 
@@ -142,7 +154,8 @@ describe("pyro mcp serve with a real MCP client", () => {
         assert.ok(tool.annotations, `${tool.name} has annotations`);
         assert.ok(tool.description && tool.description.length > 20, tool.name);
         if (/_(status|list|logs|network_info)$|list_environments/.test(tool.name)) assert.equal(tool.annotations.readOnlyHint, true, tool.name);
-        if (/_(delete|stop)$|reap_expired/.test(tool.name)) assert.equal(tool.annotations.destructiveHint, true, tool.name);
+        // workspace_stop keeps everything (memory included), so it is not destructive; vm_stop powers off.
+        if (/_(delete|stop|reset)$|reap_expired/.test(tool.name)) assert.equal(tool.annotations.destructiveHint, tool.name !== "workspace_stop", tool.name);
       }
       if (profile === "workspace-full") {
         const create = tools.find((t) => t.name === "workspace_create");
@@ -260,6 +273,55 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.equal(outside.code, "source_refused");
     assert.equal(existsSync("/tmp/pyro-mcp-export-outside"), false);
     assert.deepEqual(structured(await call("workspace_delete", {})), { workspace_id: id, deleted: true });
+  });
+
+  test("workspace-full, after listTools: update, summary, snapshots, reset, stop/start with memory, fork", async () => {
+    const { client: full } = await stdioClient("workspace-full");
+    try {
+      await full.listTools();
+      const call = async (name: string, args: Record<string, unknown>) => full.callTool({ name, arguments: args });
+      const ws = structured(await call("workspace_create", { environment: "debian:12", name: "state", labels: { task: "t" } }));
+      const id = String(ws.workspace_id);
+      assert.equal(ws.boot_mode, "restore");
+      const updated = structured(await call("workspace_update", { workspace_id: id, name: null, labels: { more: "x" }, clear_labels: ["task"], ttl_seconds: 900 }));
+      assert.deepEqual([updated.name, updated.labels, updated.ttl_seconds], [null, { more: "x" }, 900]);
+      assert.deepEqual(
+        (structured(await call("workspace_list", { labels: { more: "x" } })).workspaces as { workspace_id: string }[]).map((w) => w.workspace_id),
+        [id],
+      );
+      await call("workspace_file_write", { workspace_id: id, path: "v.txt", text: "1\n" });
+      assert.deepEqual(structured(await call("snapshot_create", { workspace_id: id, snapshot_name: "v1" })).snapshot, {
+        name: "v1",
+        created_at: (structured(await call("snapshot_list", { workspace_id: id })).snapshots as { name: string; created_at: string }[])[1]?.created_at,
+      });
+      await call("workspace_file_write", { workspace_id: id, path: "v.txt", text: "2\n" });
+      const reset = structured(await call("workspace_reset", { workspace_id: id, snapshot: "v1" }));
+      assert.deepEqual([reset.state, reset.boot_mode], ["started", "cold"]);
+      assert.equal(structured(await call("workspace_file_read", { workspace_id: id, path: "v.txt" })).text, "1\n");
+      assert.equal(failure(await call("workspace_reset", { workspace_id: id, snapshot: "nope" })).code, "snapshot_not_found");
+      assert.deepEqual(structured(await call("snapshot_delete", { workspace_id: id, snapshot_name: "v1" })), { workspace_id: id, snapshot_name: "v1", deleted: true });
+
+      await call("workspace_exec", { workspace_id: id, command: "sleep 1000 >/dev/null 2>&1 & echo $! > /workspace/pid" });
+      assert.equal(structured(await call("workspace_stop", { workspace_id: id })).state, "stopped");
+      assert.equal(structured(await call("workspace_start", { workspace_id: id })).boot_mode, "resume");
+      assert.equal(structured(await call("workspace_exec", { workspace_id: id, command: "kill -0 $(cat /workspace/pid) && echo alive" })).stdout, "alive\n");
+
+      const forked = structured(await call("workspace_fork", { workspace_id: id, names: ["f1"] }));
+      const child = (forked.workspaces as { workspace_id: string; name: string }[])[0];
+      assert.equal(child?.name, "f1");
+      assert.equal(structured(await call("workspace_exec", { workspace_id: child?.workspace_id, command: "cat v.txt" })).stdout, "1\n");
+      const summary = structured(await call("workspace_summary", { workspace_id: id }));
+      assert.deepEqual(
+        (summary.events as { kind: string }[]).map((e) => e.kind),
+        ["reset", "snapshot_delete", "stop", "start", "fork"],
+      );
+      for (const w of [child?.workspace_id, id]) structured(await call("workspace_delete", { workspace_id: w }));
+      const gone = failure(await call("workspace_status", { workspace_id: id }));
+      assert.equal(gone.code, "workspace_not_found");
+      assert.match(gone.message, /was deleted at/);
+    } finally {
+      await full.close();
+    }
   });
 
   test("a seed_path outside the allowed roots is refused, symlinks included, before any VM exists", async () => {

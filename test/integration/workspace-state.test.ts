@@ -165,6 +165,32 @@ describe("workspaces rewind, pause and fork, on real guests", () => {
     assert.deepEqual(qemuProcessesUnder(stateDir), []);
   });
 
+  test("the CLI: snapshot create and delete, reset, fork", async () => {
+    const ws = await pyro.createWorkspace({ environment: "debian:12" });
+    const id = ws.workspaceId;
+    await ws.writeFile("f.txt", "kept\n");
+    const made = await runCli(["workspace", "snapshot", "create", id, "cli-snap"], { stateDir });
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^snapshot cli-snap of [0-9a-f]{12} at /);
+    await ws.writeFile("f.txt", "lost\n");
+    const reset = await runCli(["workspace", "reset", id, "--snapshot", "cli-snap", "--json"], { stateDir });
+    assert.equal(reset.code, 0, reset.stderr);
+    assert.equal((JSON.parse(reset.stdout) as { boot_mode: string }).boot_mode, "cold");
+    assert.equal((await ws.readFile("f.txt")).text, "kept\n");
+    const missing = await runCli(["workspace", "reset", id, "--snapshot", "nope"], { stateDir });
+    assert.equal(missing.code, 81);
+    assert.match(missing.stderr, /no snapshot named nope/);
+    const deleted = await runCli(["workspace", "snapshot", "delete", id, "cli-snap", "--json"], { stateDir });
+    assert.deepEqual(JSON.parse(deleted.stdout), { workspace_id: id, snapshot_name: "cli-snap", deleted: true });
+    const forked = await runCli(["workspace", "fork", id, "--name", "copy", "--json"], { stateDir });
+    assert.equal(forked.code, 0, forked.stderr);
+    const child = (JSON.parse(forked.stdout) as { workspaces: { workspace_id: string; name: string }[] }).workspaces[0];
+    assert.equal(child?.name, "copy");
+    assert.equal((await pyro.readWorkspaceFile(child?.workspace_id ?? "", "f.txt")).text, "kept\n");
+    await pyro.deleteWorkspace(child?.workspace_id ?? "");
+    await ws.delete();
+  });
+
   test("refusals change nothing: forking a stopped workspace, or too many at once", async () => {
     const ws = await pyro.createWorkspace({ environment: "debian:12" });
     await pyro.stopWorkspace(ws.workspaceId);

@@ -32,27 +32,24 @@ export async function listDiskSnapshots(disk: string): Promise<DiskSnapshot[]> {
   return (parsed.snapshots ?? []).map((s) => ({ name: s.name, createdAt: new Date(s["date-sec"] * 1000).toISOString(), vmStateSize: s["vm-state-size"] }));
 }
 
-/** Takes a snapshot of a running VM's disk through its QEMU. */
-export async function snapshotRunningDisk(qmpSocket: string, name: string, deadline: number): Promise<void> {
+async function qmpSnapshot(qmpSocket: string, command: string, name: string, what: string, deadline: number): Promise<void> {
   const qmp = await QmpClient.connect(qmpSocket, deadline);
   try {
-    await qmp.execute("blockdev-snapshot-internal-sync", { device: DRIVE, name }, deadline);
+    await qmp.execute(command, { device: DRIVE, name }, deadline);
   } catch (error) {
-    throw failed(`could not snapshot the disk as ${name}`, error instanceof Error ? error.message : String(error));
+    throw failed(what, error instanceof Error ? error.message : String(error));
   } finally {
     qmp.close();
   }
 }
 
+/** Takes a snapshot of a running VM's disk through its QEMU. */
+export async function snapshotRunningDisk(qmpSocket: string, name: string, deadline: number): Promise<void> {
+  await qmpSnapshot(qmpSocket, "blockdev-snapshot-internal-sync", name, `could not snapshot the disk as ${name}`, deadline);
+}
+
 export async function deleteRunningDiskSnapshot(qmpSocket: string, name: string, deadline: number): Promise<void> {
-  const qmp = await QmpClient.connect(qmpSocket, deadline);
-  try {
-    await qmp.execute("blockdev-snapshot-delete-internal-sync", { device: DRIVE, name }, deadline);
-  } catch (error) {
-    throw failed(`could not delete the disk snapshot ${name}`, error instanceof Error ? error.message : String(error));
-  } finally {
-    qmp.close();
-  }
+  await qmpSnapshot(qmpSocket, "blockdev-snapshot-delete-internal-sync", name, `could not delete the disk snapshot ${name}`, deadline);
 }
 
 /** Snapshots, deletes or reverts to a snapshot of a disk no QEMU holds. */
