@@ -145,13 +145,14 @@ export class VmManager {
    * Boots a created or stopped VM. A fresh VM is restored from the template
    * snapshot of its environment and shape (made on first use); a stopped VM,
    * whose disk has its own changes, and any failed restore, boot cold.
-   * Starting a running VM is a no-op.
+   * Starting a running VM is a no-op. With `from`, a created VM starts as a
+   * copy of a saved one (a fork, see saveCopy).
    */
-  async start(vmId: string, hooks: StartHooks = {}, kind: VmKind = "vm"): Promise<VmRecord> {
+  async start(vmId: string, hooks: StartHooks = {}, kind: VmKind = "vm", from?: RestoreSource): Promise<VmRecord> {
     const claim = await this.claimStart(vmId, kind);
     if (claim.running) return claim.record;
     try {
-      return await this.startClaimed(claim.record, hooks);
+      return await this.startClaimed(claim.record, hooks, from);
     } catch (error) {
       // Whatever failed, the claim must not outlive this attempt.
       await this.store
@@ -343,25 +344,6 @@ export class VmManager {
       }
       return { statePath, disk, rootfsImage: record.rootfsImage, what: `a copy of ${describe(record)}` };
     });
-  }
-
-  /** Starts a created VM as a copy of a saved one (see saveCopy). */
-  async startFrom(vmId: string, kind: VmKind, from: RestoreSource, hooks: StartHooks = {}): Promise<VmRecord> {
-    const claim = await this.claimStart(vmId, kind);
-    if (claim.running) return claim.record;
-    try {
-      return await this.startClaimed(claim.record, hooks, from);
-    } catch (error) {
-      await this.store
-        .update(vmId, async (current) => {
-          if (current.state !== "starting") return current;
-          if (current.qemu) await killAndWait(current.qemu.pid, current.qemu.startTime);
-          if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
-          return { ...current, state: "failed", starter: null, qemu: null, netd: null, failure: current.failure ?? (error instanceof Error ? error.message : String(error)) };
-        })
-        .catch(() => undefined);
-      throw error;
-    }
   }
 
   private async startFromTemplate(record: VmRecord, environment: ReadyEnvironment, accel: Accel, hooks: StartHooks): Promise<VmRecord | undefined> {

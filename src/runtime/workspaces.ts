@@ -217,21 +217,8 @@ export class WorkspaceManager {
    */
   async logs(id: string, sequence?: number): Promise<{ record: VmRecord; entries: JournalEntry[] }> {
     const record = await this.vms.status(id, "workspace");
-    let text = "";
-    try {
-      text = await readFile(this.journalPath(id), "utf8");
-    } catch (error) {
-      if (!isErrno(error, "ENOENT")) throw error;
-    }
-    const entries: JournalEntry[] = [];
-    for (const line of text.split("\n")) {
-      if (!line.trim()) continue;
-      try {
-        entries.push(JSON.parse(line) as JournalEntry);
-      } catch {
-        // A line cut short by a crash; the rest of the journal is still good.
-      }
-    }
+    // A line cut short by a crash is skipped; the rest of the journal is still good.
+    const entries = await this.readJsonLines<JournalEntry>(this.journalPath(id));
     if (sequence === undefined) return { record, entries: entries.sort((a, b) => a.sequence - b.sequence) };
     const entry = entries.find((e) => e.sequence === sequence);
     if (!entry) {
@@ -379,7 +366,7 @@ export class WorkspaceManager {
         });
       }
       hooks.onProgress?.({ phase: "fork", message: `starting ${count} fork${count === 1 ? "" : "s"} of workspace ${id}` });
-      const started = await Promise.allSettled(children.map((child) => this.vms.startFrom(child.vmId, "workspace", saved, hooks)));
+      const started = await Promise.allSettled(children.map((child) => this.vms.start(child.vmId, hooks, "workspace", saved)));
       const failure = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failure) throw failure.reason;
       for (const child of children) await this.appendEvent(child.vmId, { kind: "forked", how: `from workspace ${id}` });
