@@ -34,6 +34,12 @@ export const ErrorCode = {
   patchFailed: "patch_failed",
   /** A named snapshot does not exist. */
   snapshotNotFound: "snapshot_not_found",
+  /** No shell with that id in the workspace (closed, or lost when the workspace restarted without its memory). */
+  shellNotFound: "shell_not_found",
+  /** No service of that name in the workspace. */
+  serviceNotFound: "service_not_found",
+  /** A service did not become ready (it exited, or its readiness check failed until the deadline). */
+  serviceFailed: "service_failed",
   /** A state or cache file could not be read or written. */
   stateError: "state_error",
   /** The operation was cancelled by the caller. */
@@ -66,6 +72,9 @@ export const DEFAULT_HINTS: Record<ErrorCodeValue, string> = {
   file_not_found: "list the directory (workspace_file_list) to see what is there",
   patch_failed: "read the file again (workspace_file_read) and make the patch against its current content",
   snapshot_not_found: "list the workspace's snapshots (snapshot_list)",
+  shell_not_found: "list the workspace's shells (shell_open returns the id; a workspace restarted without its memory has none)",
+  service_not_found: "list the workspace's services (service_list)",
+  service_failed: "read the log tail in the message, fix the command or its readiness check, and start it again",
   state_error: "check the state directory's permissions and free space",
   cancelled: "run it again when you want the result",
   internal: "this is a bug in pyro; rerun with PYRO_DEBUG=1 and report the output",

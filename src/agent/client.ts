@@ -28,6 +28,8 @@ export interface ExecRequest {
   maxOutputBytes: number;
   /** Flush the guest's filesystems before reporting the end, so what the command wrote survives a crash. */
   sync?: boolean;
+  /** Environment variables set from the guest's secrets: { ENV_NAME: SECRET_NAME }. */
+  secretEnv?: Record<string, string>;
 }
 
 export interface ExecOutcome {
@@ -250,6 +252,47 @@ export class AgentSession {
     });
   }
 
+  /**
+   * A long-lived exchange under one id (a forwarded connection): `onFrame`
+   * gets every frame the agent sends for it, `onClose` the session's end.
+   * The returned `send` writes further frames that name it as `target`;
+   * it reports false when the socket is backed up.
+   */
+  channel(type: string, fields: Record<string, unknown>, handlers: { onFrame: (frame: Frame) => void; onClose: (error: PyroError) => void }): { id: number; send: (type: string, payload?: Buffer) => boolean; end: () => void } {
+    const id = this.nextId++;
+    this.pending.set(id, handlers);
+    this.send({ ...fields, type, id });
+    return {
+      id,
+      send: (frameType, payload) => {
+        if (this.closedError) return true;
+        return this.socket.write(encodeFrame({ type: frameType, id: this.nextId++, target: id }, payload));
+      },
+      end: () => {
+        this.pending.delete(id);
+      },
+    };
+  }
+
+  /** Resolves once the socket has room again (or the session ended). */
+  whenWritable(): Promise<void> {
+    if (this.closedError || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolvePromise) => {
+      const done = () => {
+        this.socket.off("drain", done);
+        this.socket.off("close", done);
+        resolvePromise();
+      };
+      this.socket.once("drain", done);
+      this.socket.once("close", done);
+    });
+  }
+
+  /** Whether the connection to the agent has ended. */
+  get closed(): boolean {
+    return this.closedError !== undefined;
+  }
+
   /** Flushes every filesystem in the guest to its disk. */
   async sync(deadline = Date.now() + 60_000): Promise<void> {
     await this.simple("sync", {}, deadline);
@@ -454,6 +497,7 @@ export class AgentSession {
       if (request.argv !== undefined) header.argv = request.argv;
       if (request.cwd !== undefined) header.cwd = request.cwd;
       if (request.env !== undefined) header.env = request.env;
+      if (request.secretEnv !== undefined) header.secret_env = request.secretEnv;
       if (request.sync) header.sync = true;
       try {
         this.send(header);

@@ -25,6 +25,9 @@ export const EXIT_CODES: Record<ErrorCodeValue, number> = {
   [ErrorCode.fileNotFound]: 79,
   [ErrorCode.patchFailed]: 80,
   [ErrorCode.snapshotNotFound]: 81,
+  [ErrorCode.shellNotFound]: 82,
+  [ErrorCode.serviceNotFound]: 83,
+  [ErrorCode.serviceFailed]: 84,
   [ErrorCode.cancelled]: 130,
 };
 

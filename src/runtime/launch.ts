@@ -1,5 +1,5 @@
 import { rename } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { hostTscKhz, type Accel } from "../backends/qemu/accel.js";
 import type { LaunchSpec, MachineShape } from "../backends/qemu/argv.js";
 import { createCgroup, limitsFor, removeCgroup } from "../backends/qemu/cgroup.js";
@@ -108,7 +108,7 @@ export class VmLauncher {
       logPath: join(files.dir, "network.log"),
       policyJson: helperPolicy(settings, destinations),
       user: jail.host.qemuUser,
-      sandbox: helperSandbox(jail.host, files.jailDir),
+      sandbox: helperSandbox(jail.host, files.jailDir, [dirname(netdBinaryPath(this.env)), passt]),
       cgroupDirs: jail.cgroupDirs,
       deadline: Date.now() + 10_000,
     });

@@ -20,9 +20,18 @@ export interface WorkspaceFields {
   seed: { mode: "empty" | "directory" | "tar_archive"; seedPath: string | null };
   commandCount: number;
   lastCommand: { command: string; exitCode: number } | null;
+  /** Names of the workspace's secrets (their values are only in the secrets file). */
+  secretNames?: string[];
 }
 
 /** The durable truth about one VM; any pyro process can act on a VM from it. */
+export interface PublishedPort {
+  service: string;
+  guestPort: number;
+  hostPort: number;
+  forwarder: ProcessRef;
+}
+
 export interface VmRecord {
   schema: 1;
   vmId: string;
@@ -49,6 +58,12 @@ export interface VmRecord {
   qemu: QemuProcess | null;
   /** The network helper serving the guest's NIC, while the VM runs with network. */
   netd?: QemuProcess | null;
+  /**
+   * Host ports published on 127.0.0.1 by the workspace's services, each
+   * served by a forwarder process (one per service) that lives while the VM
+   * runs; released whenever the VM stops, fails or is deleted.
+   */
+  published?: PublishedPort[];
   /** Destinations the operator opened for this VM's network when it started (PYRO_NETWORK_ALLOW_DESTINATIONS). */
   openedDestinations?: string[];
   /** Why the VM is in state `failed`. */

@@ -33,6 +33,8 @@ export interface ExecRequestOptions {
   cwd?: string;
   /** Flush the guest's filesystems before reporting, so what the command wrote is on disk. */
   sync?: boolean;
+  /** Environment variables from the guest's secrets: { ENV_NAME: SECRET_NAME }. */
+  secretEnv?: Record<string, string>;
 }
 
 /** Whether this host can boot guests, and if not, what is missing and how to fix it. */

@@ -21,6 +21,7 @@ import { debug } from "../util/log.js";
 import { isSameProcessAlive, killAndWait, sameProcess, selfProcess, which } from "../util/proc.js";
 import { describe, networkPolicyOf, notFound, touched, VmStore, type GoneReason, type ExecutionMode, type ProcessRef, type VmKind, type VmRecord, type WorkspaceFields } from "./store.js";
 import { createOverlay, VmLauncher } from "./launch.js";
+import { killHelpers } from "./helpers.js";
 import { TemplateBuilder } from "./template-builder.js";
 import { TemplateStore } from "./templates.js";
 
@@ -159,8 +160,8 @@ export class VmManager {
         .update(vmId, async (current) => {
           if (current.state !== "starting" || !sameProcess(current.starter, claim.record.starter)) return current;
           if (current.qemu) await killAndWait(current.qemu.pid, current.qemu.startTime);
-          if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
-          return { ...current, state: "failed", starter: null, qemu: null, netd: null, failure: current.failure ?? (error instanceof Error ? error.message : String(error)) };
+          await killHelpers(current);
+          return { ...current, state: "failed", starter: null, qemu: null, netd: null, published: [], failure: current.failure ?? (error instanceof Error ? error.message : String(error)) };
         })
         .catch(() => undefined);
       throw error;
@@ -190,8 +191,8 @@ export class VmManager {
       }
       // Left by a start (or a VM) whose process died: nothing of it may run on beside the new one.
       if (current.qemu && qemuAlive) await killAndWait(current.qemu.pid, current.qemu.startTime);
-      if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
-      const next: VmRecord = { ...current, state: "starting", starter: me, qemu: null, netd: null, failure: null };
+      await killHelpers(current);
+      const next: VmRecord = { ...current, state: "starting", starter: me, qemu: null, netd: null, published: [], failure: null };
       claim = { record: next, running: false };
       return next;
     });
@@ -302,10 +303,10 @@ export class VmManager {
         throw error;
       }
       await killAndWait(record.qemu.pid, record.qemu.startTime);
-      if (record.netd) await killAndWait(record.netd.pid, record.netd.startTime);
+      await killHelpers(record);
       await this.launcher.releaseJail({ cgroupName: vmId });
       await rename(partial, this.memoryStatePath(vmId));
-      const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null };
+      const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
       await this.store.create(next);
       return next;
     });
@@ -427,7 +428,7 @@ export class VmManager {
       if (netd) await killAndWait(netd.pid, netd.startTime);
       await this.launcher.releaseJail(jail);
       // Still claimed: a cold boot may follow a failed restore; start() ends the claim.
-      await this.setState(record.vmId, { state: "starting", qemu: null, netd: null, failure: message }).catch(() => undefined);
+      await this.setState(record.vmId, { state: "starting", qemu: null, netd: null, published: [], failure: message }).catch(() => undefined);
       throw error;
     }
   }
@@ -452,13 +453,13 @@ export class VmManager {
       const failure = await this.deadStartOrQemu(current);
       if (!failure) return current;
       if (current.qemu) await killAndWait(current.qemu.pid, current.qemu.startTime);
-      if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
+      await killHelpers(current);
       if (current.state === "starting") {
         // A starter killed before it recorded its QEMU leaves one nobody knows by pid: find it by its sockets.
         const dir = `${this.store.dir(current.vmId)}/`;
         for (const qemu of await listPyroQemus()) if (qemu.qmpSocket.startsWith(dir)) await killAndWait(qemu.pid, qemu.startTime);
       }
-      return { ...current, state: "failed", starter: null, qemu: null, netd: null, failure };
+      return { ...current, state: "failed", starter: null, qemu: null, netd: null, published: [], failure };
     });
     return updated ?? { ...record, state: "failed", starter: null, failure: problem };
   }
@@ -494,7 +495,7 @@ export class VmManager {
       outcome = await hostExec(request.command, { cwd: join(this.store.dir(vmId), "work"), timeoutMs, maxOutputBytes }, hooks);
     } else {
       outcome = await this.withSession(record, hooks.signal, (session) =>
-        session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes, sync: request.sync }, hooks),
+        session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes, sync: request.sync, secretEnv: request.secretEnv }, hooks),
       );
     }
     const updated = await this.store.update(vmId, (current) => touched(current));
@@ -570,9 +571,9 @@ export class VmManager {
     return this.store.locked(vmId, async () => {
       const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
-      if (record.netd) await killAndWait(record.netd.pid, record.netd.startTime);
+      await killHelpers(record);
       await this.launcher.releaseJail({ cgroupName: vmId });
-      const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null };
+      const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
       await this.store.create(next);
       return next;
     });
@@ -604,7 +605,7 @@ export class VmManager {
         const gone = await killAndWait(current.qemu.pid, current.qemu.startTime);
         if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
-      if (current.netd) await killAndWait(current.netd.pid, current.netd.startTime);
+      await killHelpers(current);
       await this.launcher.releaseJail({ cgroupName: vmId });
       if (current.rootfsImage) await this.environments.images.release(current.rootfsImage, this.store.recordPath(vmId));
       await this.store.bury(current, options.reason ?? "deleted").catch((error: unknown) => debug("vm", `could not note why ${vmId} went: ${String(error)}`));

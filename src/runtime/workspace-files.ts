@@ -8,6 +8,7 @@ import { fsList, fsRead, fsRemove, fsWrite, getTar, type GuestEntry, MAX_FILE_FR
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { DEFAULT_SOURCE_LIMITS, forEachTarEntry, resolveWorkspaceDest } from "../sources/tree.js";
 import type { VmRecord } from "./store.js";
+import { NO_SECRETS, type Redactor } from "./secrets.js";
 import type { VmManager } from "./vms.js";
 
 export const WORKSPACE_ROOT = "/workspace";
@@ -226,6 +227,7 @@ export class WorkspaceFiles {
   constructor(
     private readonly vms: VmManager,
     private readonly onActivity: (id: string, event: WorkspaceEvent) => Promise<void>,
+    private readonly redactorOf: (id: string) => Promise<Redactor> = () => Promise.resolve(NO_SECRETS),
   ) {}
 
   baseline(id: string): Baseline {
@@ -478,7 +480,8 @@ export class WorkspaceFiles {
       } finally {
         await handle.close();
       }
-      const counts = await extractChecked(stream, staging, DEFAULT_SOURCE_LIMITS);
+      // Files leave with the workspace's secret values redacted, like every other byte pyro hands back.
+      const counts = await extractChecked(stream, staging, DEFAULT_SOURCE_LIMITS, await this.redactorOf(id));
       const fileOut = join(staging, basename(rel));
       const single = isFile && counts.files === 1 && counts.dirs === 0 && counts.symlinks === 0 && (await lstat(fileOut).catch(() => undefined))?.isFile() === true;
       let written: ExportResult["format"];
@@ -537,7 +540,10 @@ export type WorkspaceEvent =
   | { kind: "snapshot_create" | "snapshot_delete"; snapshot: string }
   | { kind: "reset"; snapshot: string }
   | { kind: "stop" | "start"; how?: string }
-  | { kind: "fork"; children: string[] };
+  | { kind: "fork"; children: string[] }
+  | { kind: "shell_open" | "shell_close"; shellId: string }
+  | { kind: "service_start"; service: string; ready: boolean; publishedPorts: { guestPort: number; hostPort: number }[] }
+  | { kind: "service_stop"; service: string };
 
 // ---- patches --------------------------------------------------------------
 
@@ -686,6 +692,7 @@ export async function extractChecked(
   archive: string,
   dir: string,
   limits: { maxBytes: number; maxEntries: number },
+  redactor: Redactor = NO_SECRETS,
 ): Promise<{ files: number; dirs: number; symlinks: number; bytes: number }> {
   const counts = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
   const kinds = new Map<string, "file" | "dir" | "symlink">();
@@ -740,7 +747,18 @@ export async function extractChecked(
         if (counts.bytes + size > limits.maxBytes) throw new PyroError(ErrorCode.sourceTooLarge, `the export holds more than ${limits.maxBytes} bytes of files; nothing was written`);
         const handle = await open(out, "wx", mode);
         try {
-          for await (const chunk of entry) await handle.write(chunk);
+          if (redactor.empty) {
+            for await (const chunk of entry) await handle.write(chunk);
+          } else {
+            const out: Buffer[] = [];
+            const redacting = redactor.stream((piece) => out.push(piece));
+            for await (const chunk of entry) {
+              redacting.push(chunk);
+              for (const piece of out.splice(0)) await handle.write(piece);
+            }
+            redacting.flush();
+            for (const piece of out.splice(0)) await handle.write(piece);
+          }
           await handle.chmod(mode);
         } finally {
           await handle.close();

@@ -15,6 +15,10 @@ import { vmFiles } from "../backends/qemu/vm.js";
 import { recordBaseline, WorkspaceFiles, type WorkspaceEvent } from "./workspace-files.js";
 import type { StartHooks } from "./types.js";
 import type { VmManager } from "./vms.js";
+import { putSecrets } from "../agent/workloads.js";
+import { readSecrets, Redactor, resolveSecretEnv, secretsPath, writeSecrets } from "./secrets.js";
+import { WorkspaceShells } from "./shells.js";
+import { WorkspaceServices } from "./services.js";
 
 export const WORKSPACE_PATH = "/workspace";
 /**
@@ -48,6 +52,8 @@ export interface WorkspaceCreateRequest extends ResolvedVmOptions {
   labels: Record<string, string>;
   /** Absolute path of a directory or tar archive, or undefined for an empty workspace. */
   seedPath: string | undefined;
+  /** Checked secrets (resolveSecrets), kept in their own file and delivered to the guest. */
+  secrets?: ReadonlyMap<string, string>;
 }
 
 export interface PushOutcome {
@@ -65,11 +71,59 @@ export interface PushOutcome {
 export class WorkspaceManager {
   /** Files of running workspaces, without a shell. */
   readonly files: WorkspaceFiles;
+  /** Interactive shells on a PTY in the guest. */
+  readonly shells: WorkspaceShells;
+  /** Named background commands, their readiness and published ports. */
+  readonly services: WorkspaceServices;
 
   constructor(private readonly vms: VmManager) {
-    this.files = new WorkspaceFiles(vms, async (id, event) => {
-      await this.recordActivity(id, event);
-    });
+    this.files = new WorkspaceFiles(
+      vms,
+      async (id, event) => {
+        await this.recordActivity(id, event);
+      },
+      (id) => this.redactor(id),
+    );
+    const context = {
+      guest: (id: string) => this.guest(id),
+      redactor: (id: string) => this.redactor(id),
+      secretEnv: (id: string, secretEnv: unknown) => this.secretEnv(id, secretEnv),
+      activity: async (id: string, event: WorkspaceEvent) => {
+        await this.recordActivity(id, event);
+      },
+    };
+    this.shells = new WorkspaceShells(vms, context);
+    this.services = new WorkspaceServices(vms, context);
+  }
+
+  /** A running workspace with a guest (shells, services and secrets need one). */
+  private async guest(id: string): Promise<VmRecord> {
+    const record = await this.vms.requireRunning(id, "workspace");
+    if (record.executionMode !== "guest") {
+      throw new PyroError(ErrorCode.guestUnavailable, `workspace ${id} runs in host_compat mode, which has no guest for shells, services or secrets`, {
+        hint: "use workspace_exec in host_compat workspaces, or create the workspace with a guest",
+      });
+    }
+    return record;
+  }
+
+  /** What hides the workspace's secret values in everything handed back (a no-op without secrets). */
+  async redactor(id: string): Promise<Redactor> {
+    return new Redactor(await readSecrets(this.vms.store.dir(id)));
+  }
+
+  /** Checks `secret_env` against the workspace's secrets. */
+  async secretEnv(id: string, secretEnv: unknown): Promise<Record<string, string> | undefined> {
+    if (secretEnv === undefined) return undefined;
+    return resolveSecretEnv(secretEnv, await readSecrets(this.vms.store.dir(id)));
+  }
+
+  /** Hands the workspace's secrets to its guest (a tmpfs only root can read); again after every boot. */
+  private async deliverSecrets(id: string, signal?: AbortSignal): Promise<void> {
+    const secrets = await readSecrets(this.vms.store.dir(id));
+    if (secrets.size === 0) return;
+    const record = await this.guest(id);
+    await this.vms.withSession(record, signal, (session) => putSecrets(session, secrets, Date.now() + 15_000));
   }
 
   private eventsPath(id: string): string {
@@ -110,10 +164,16 @@ export class WorkspaceManager {
       seed: { mode: source?.mode ?? "empty", seedPath: source?.path ?? null },
       commandCount: 0,
       lastCommand: null,
+      secretNames: [...(request.secrets?.keys() ?? [])].sort(),
     };
     const record = await this.vms.create(request, hooks, { kind: "workspace", workspace });
     try {
+      await writeSecrets(this.vms.store.dir(record.vmId), request.secrets ?? new Map());
       const started = await this.vms.start(record.vmId, hooks, "workspace");
+      if (request.secrets?.size) {
+        hooks.onProgress?.({ phase: "secrets", message: `delivering ${request.secrets.size} secret${request.secrets.size === 1 ? "" : "s"} to the guest` });
+        await this.deliverSecrets(record.vmId, hooks.signal);
+      }
       const baseline = this.files.baseline(record.vmId).path;
       if (source) {
         hooks.onProgress?.({ phase: "seed", message: `copying ${source.entries} entries (${source.bytes} bytes) into ${WORKSPACE_PATH}` });
@@ -169,12 +229,34 @@ export class WorkspaceManager {
   }
 
   /** Runs a command in /workspace and records it in the journal. Never deletes the workspace. */
-  async exec(id: string, command: string, timeoutSeconds: number, hooks: ExecHooks = {}): Promise<{ record: VmRecord; outcome: ExecOutcome; sequence: number }> {
+  async exec(
+    id: string,
+    command: string,
+    timeoutSeconds: number,
+    hooks: ExecHooks = {},
+    options: { secretEnv?: unknown } = {},
+  ): Promise<{ record: VmRecord; outcome: ExecOutcome; sequence: number }> {
     const startedAt = new Date();
-    const running = await this.vms.requireRunning(id, "workspace");
+    const secretEnv = await this.secretEnv(id, options.secretEnv);
+    const running = secretEnv ? await this.guest(id) : await this.vms.requireRunning(id, "workspace");
     await this.holdFor(id, timeoutSeconds + EXEC_GRACE_MS / 1000);
     const cwd = running.executionMode === "host_compat" ? undefined : WORKSPACE_PATH;
-    const { outcome } = await this.vms.exec(id, { command, timeoutSeconds, cwd, sync: true }, hooks, "workspace");
+    const redactor = await this.redactor(id);
+    // Output shown while it arrives is redacted too; a value split across chunks is held back until it is whole.
+    const streams = redactor.empty || !hooks.onOutput ? undefined : {
+      stdout: redactor.stream((chunk) => hooks.onOutput?.("stdout", chunk)),
+      stderr: redactor.stream((chunk) => hooks.onOutput?.("stderr", chunk)),
+    };
+    const execHooks: ExecHooks = streams ? { ...hooks, onOutput: (stream, chunk) => streams[stream].push(chunk) } : hooks;
+    const { outcome: raw } = await this.vms.exec(id, { command, timeoutSeconds, cwd, sync: true, secretEnv }, execHooks, "workspace");
+    streams?.stdout.flush();
+    streams?.stderr.flush();
+    const outcome: ExecOutcome = redactor.empty ? raw : {
+      ...raw,
+      stdout: redactor.bytes(raw.stdoutTruncated ? redactor.cutTail(raw.stdout) : raw.stdout),
+      stderr: redactor.bytes(raw.stderrTruncated ? redactor.cutTail(raw.stderr) : raw.stderr),
+    };
+    command = redactor.text(command);
     const finishedAt = new Date();
     // Count and journal under the VM's lock, so concurrent commands get distinct sequence numbers.
     let sequence = 0;
@@ -307,9 +389,12 @@ export class WorkspaceManager {
     await this.vms.stop(id, "workspace");
     await rm(this.vms.memoryStatePath(id), { force: true });
     await offlineDiskSnapshot(files.disk, "apply", snapshot);
+    // The guest boots cold: no shell or service survives, and the secrets go in again.
+    await this.services.forget(id);
     const started = await this.vms.start(id, hooks, "workspace");
+    await this.deliverSecrets(id, hooks.signal);
     await this.recordActivity(id, { kind: "reset", snapshot });
-    return started;
+    return (await this.vms.store.read(id)) ?? started;
   }
 
   /** Saves the running workspace whole (memory, devices, disk) and frees its QEMU; `start` resumes it where it was. */
@@ -325,7 +410,12 @@ export class WorkspaceManager {
   async start(id: string, hooks: StartHooks = {}): Promise<VmRecord> {
     const before = await this.vms.status(id, "workspace");
     const started = await this.vms.start(id, hooks, "workspace");
-    if (before.state !== "started") await this.recordActivity(id, { kind: "start", how: started.bootMode === "resume" ? "resumed with its memory" : "booted cold from its disk" });
+    if (before.state !== "started") {
+      await this.deliverSecrets(id, hooks.signal);
+      // Services that kept running (resumed with memory) get their host ports back.
+      await this.services.restore(id);
+      await this.recordActivity(id, { kind: "start", how: started.bootMode === "resume" ? "resumed with its memory" : "booted cold from its disk" });
+    }
     return (await this.vms.store.read(id)) ?? started;
   }
 
@@ -362,6 +452,10 @@ export class WorkspaceManager {
         children.push(child);
         // The parent's baseline is the children's too (none when it was created empty).
         await copyFile(this.files.baseline(id).path, this.files.baseline(child.vmId).path).catch((error: unknown) => {
+          if (!isErrno(error, "ENOENT")) throw error;
+        });
+        // A fork's memory holds the parent's secrets already; it needs them to redact as well.
+        await copyFile(secretsPath(this.vms.store.dir(id)), secretsPath(this.vms.store.dir(child.vmId))).catch((error: unknown) => {
           if (!isErrno(error, "ENOENT")) throw error;
         });
       }
@@ -517,6 +611,13 @@ function describeEvent(e: Record<string, unknown>): string {
       return s(e.snapshot);
     case "fork":
       return Array.isArray(e.children) ? e.children.map(s).join(", ") : "";
+    case "shell_open":
+    case "shell_close":
+      return s(e.shellId);
+    case "service_start":
+      return `${s(e.service)}${Array.isArray(e.publishedPorts) && e.publishedPorts.length ? ` (published ${e.publishedPorts.map((p: { guestPort?: unknown; hostPort?: unknown }) => `127.0.0.1:${s(p.hostPort)} → ${s(p.guestPort)}`).join(", ")})` : ""}`;
+    case "service_stop":
+      return s(e.service);
     case "update":
       return [e.name !== undefined ? `name ${JSON.stringify(e.name)}` : "", e.ttlSeconds !== undefined ? `ttl ${s(e.ttlSeconds)} s` : ""].filter(Boolean).join(", ") || "labels";
     default:

@@ -13,6 +13,9 @@ import { Reaper } from "../runtime/reaper.js";
 import { VmManager } from "../runtime/vms.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
 import { workspaceRelative } from "../runtime/workspace-files.js";
+import { Redactor, resolveSecrets } from "../runtime/secrets.js";
+import { requireShellId, requireShellSignal } from "../runtime/shells.js";
+import { requireServiceName } from "../runtime/services.js";
 import { debug } from "../util/log.js";
 import { selfProcess } from "../util/proc.js";
 import { runDoctor, type DoctorReport } from "./doctor.js";
@@ -47,6 +50,15 @@ import type {
   WorkspaceLogs,
   WorkspacePushOptions,
   WorkspacePushResult,
+  WorkspaceExecOptions,
+  ShellInfo,
+  ShellOpenOptions,
+  ShellReadOptions,
+  ShellReadResult,
+  ShellSignalName,
+  ServiceInfo,
+  ServiceLogs,
+  ServiceStartOptions,
 } from "./types.js";
 import { requireCount, resolveWorkspaceUpdate, requireId, requireSequence, requireString, requireTimeout, resolveExecOptions, resolveVmOptions, resolveWorkspaceMeta } from "./validate.js";
 
@@ -195,8 +207,14 @@ export class Pyro implements AsyncDisposable {
     if (options.seedPath !== undefined && (typeof options.seedPath !== "string" || options.seedPath === "")) {
       throw new InvalidArgumentError("seedPath", "must be a path to a directory or tar archive");
     }
+    const secrets = await resolveSecrets(options.secrets);
     await this.#reapOpportunistically();
-    return new Workspace(this, toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath }, options)));
+    const redactor = new Redactor(secrets);
+    try {
+      return new Workspace(this, toWorkspaceInfo(await this.workspaces.create({ ...vm, ...meta, seedPath: options.seedPath, secrets }, options)));
+    } catch (error) {
+      throw redactor.error(error);
+    }
   }
 
   /** A handle on an existing workspace (made by this or any other pyro process). */
@@ -219,12 +237,129 @@ export class Pyro implements AsyncDisposable {
   }
 
   /** Runs a command in the workspace's `/workspace`. Files persist between commands; the workspace is never cleaned up by this. */
-  async execWorkspace(workspaceId: string, options: ExecOptions): Promise<WorkspaceExecResult> {
+  async execWorkspace(workspaceId: string, options: WorkspaceExecOptions): Promise<WorkspaceExecResult> {
     const id = requireId("workspaceId", workspaceId);
     const exec = resolveExecOptions(options);
-    const { record, outcome, sequence } = await this.workspaces.exec(id, exec.command, exec.timeoutSeconds, { signal: options.signal, onOutput: options.onOutput });
-    const { vmId: _vmId, ...result } = toExecResult(record, outcome);
-    return { ...result, workspaceId: id, sequence };
+    return this.#redacted(id, async () => {
+      const { record, outcome, sequence } = await this.workspaces.exec(id, exec.command, exec.timeoutSeconds, { signal: options.signal, onOutput: options.onOutput }, { secretEnv: options.secretEnv });
+      const { vmId: _vmId, ...result } = toExecResult(record, outcome);
+      return { ...result, workspaceId: id, sequence };
+    });
+  }
+
+  /**
+   * Runs `fn` for workspace `id` and hands back its result and errors with
+   * the workspace's secret values replaced by `[REDACTED:NAME]`: a last
+   * line behind the redaction each operation does itself.
+   */
+  async #redacted<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const redactor = await this.workspaces.redactor(id).catch(() => undefined);
+    try {
+      const result = await fn();
+      return redactor ? redactor.deep(result) : result;
+    } catch (error) {
+      throw redactor ? redactor.error(error) : error;
+    }
+  }
+
+  // ---- shells ----
+
+  /** Opens an interactive shell (`bash -l` on a PTY) in the workspace; it lives until closed, across calls and processes. */
+  async openShell(workspaceId: string, options: ShellOpenOptions = {}): Promise<ShellInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    return this.#redacted(id, async () => ({ workspaceId: id, ...(await this.workspaces.shells.open(id, options, options.signal)) }));
+  }
+
+  /** The workspace's shells, running or exited and not yet closed. */
+  async listShells(workspaceId: string, options: CallOptions = {}): Promise<ShellInfo[]> {
+    const id = requireId("workspaceId", workspaceId);
+    return this.#redacted(id, async () => (await this.workspaces.shells.list(id, options.signal)).map((shell) => ({ workspaceId: id, ...shell })));
+  }
+
+  /**
+   * A shell's output from `cursor` (0, or the previous `nextCursor`), at
+   * most `maxChars`. With `waitForIdleMs`, waits first until the shell has
+   * been quiet that long, which is how to read a command's whole output.
+   */
+  async readShell(workspaceId: string, shellId: string, options: ShellReadOptions = {}): Promise<ShellReadResult> {
+    const id = requireId("workspaceId", workspaceId);
+    const shell = requireShellId(shellId);
+    return this.#redacted(id, async () => ({ workspaceId: id, shellId: shell, ...(await this.workspaces.shells.read(id, shell, options, options.signal)) }));
+  }
+
+  /** Types `input` into the shell, followed by Enter unless `appendNewline` is false. At most 64 KiB. */
+  async writeShell(workspaceId: string, shellId: string, input: string, options: CallOptions & { appendNewline?: boolean } = {}): Promise<{ workspaceId: string; shellId: string; bytes: number }> {
+    const id = requireId("workspaceId", workspaceId);
+    const shell = requireShellId(shellId);
+    return this.#redacted(id, async () => ({ workspaceId: id, shellId: shell, ...(await this.workspaces.shells.write(id, shell, input, options.appendNewline ?? true, options.signal)) }));
+  }
+
+  /** Sends INT (Ctrl-C), TERM, KILL or HUP to the shell's foreground job (the shell itself when none runs). */
+  async signalShell(workspaceId: string, shellId: string, signal: ShellSignalName, options: CallOptions = {}): Promise<{ workspaceId: string; shellId: string; signal: string }> {
+    const id = requireId("workspaceId", workspaceId);
+    const shell = requireShellId(shellId);
+    const name = requireShellSignal(signal);
+    return this.#redacted(id, async () => {
+      await this.workspaces.shells.signal(id, shell, name, options.signal);
+      return { workspaceId: id, shellId: shell, signal: name };
+    });
+  }
+
+  /** Changes the terminal size (the foreground program gets SIGWINCH). */
+  async resizeShell(workspaceId: string, shellId: string, size: CallOptions & { cols: number; rows: number }): Promise<{ workspaceId: string; shellId: string; cols: number; rows: number }> {
+    const id = requireId("workspaceId", workspaceId);
+    const shell = requireShellId(shellId);
+    return this.#redacted(id, async () => {
+      await this.workspaces.shells.resize(id, shell, size.cols, size.rows, size.signal);
+      return { workspaceId: id, shellId: shell, cols: size.cols, rows: size.rows };
+    });
+  }
+
+  /** Ends the shell and everything it started, and forgets its output. */
+  async closeShell(workspaceId: string, shellId: string, options: CallOptions = {}): Promise<{ workspaceId: string; shellId: string; closed: true; exitCode: number | null; signal: string | null }> {
+    const id = requireId("workspaceId", workspaceId);
+    const shell = requireShellId(shellId);
+    return this.#redacted(id, async () => ({ workspaceId: id, shellId: shell, closed: true as const, ...(await this.workspaces.shells.close(id, shell, options.signal)) }));
+  }
+
+  // ---- services ----
+
+  /**
+   * Starts a named background command (a dev server, a database) that
+   * outlives the call; returns once its readiness check passes, with its
+   * published host ports. A service that exits or never gets ready is
+   * stopped and the error carries its last output.
+   */
+  async startService(workspaceId: string, options: ServiceStartOptions): Promise<ServiceInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    return this.#redacted(id, async () => toServiceInfo(id, await this.workspaces.services.start(id, options, options.signal)));
+  }
+
+  /** Every service of the workspace, running or exited. */
+  async listServices(workspaceId: string, options: CallOptions = {}): Promise<ServiceInfo[]> {
+    const id = requireId("workspaceId", workspaceId);
+    return this.#redacted(id, async () => (await this.workspaces.services.status(id, undefined, options.signal)).map((s) => toServiceInfo(id, s)));
+  }
+
+  /** One service: running, ready or exited (with exit code), and its published ports. */
+  async serviceStatus(workspaceId: string, name: string, options: CallOptions = {}): Promise<ServiceInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    const service = requireServiceName(name);
+    return this.#redacted(id, async () => toServiceInfo(id, (await this.workspaces.services.status(id, service, options.signal))[0]!));
+  }
+
+  /** The last `tailLines` (default 200) lines of a service's output, stdout and stderr together. */
+  async serviceLogs(workspaceId: string, name: string, options: CallOptions & { tailLines?: number } = {}): Promise<ServiceLogs> {
+    const id = requireId("workspaceId", workspaceId);
+    const service = requireServiceName(name);
+    return this.#redacted(id, async () => ({ workspaceId: id, ...(await this.workspaces.services.logs(id, service, options.tailLines, options.signal)) }));
+  }
+
+  /** Stops a service (TERM, KILL after 3 s) and closes its published host ports. */
+  async stopService(workspaceId: string, name: string, options: CallOptions = {}): Promise<ServiceInfo> {
+    const id = requireId("workspaceId", workspaceId);
+    const service = requireServiceName(name);
+    return this.#redacted(id, async () => toServiceInfo(id, await this.workspaces.services.stop(id, service, options.signal)));
   }
 
   async statusWorkspace(workspaceId: string): Promise<WorkspaceInfo> {
@@ -238,9 +373,11 @@ export class Pyro implements AsyncDisposable {
    */
   async logsWorkspace(workspaceId: string, options: { sequence?: number } = {}): Promise<WorkspaceLogs> {
     const id = requireId("workspaceId", workspaceId);
-    const sequence = options.sequence === undefined ? undefined : requireSequence(options.sequence);
-    const { record, entries } = await this.workspaces.logs(id, sequence);
-    return { workspaceId: record.vmId, entries };
+    return this.#redacted(id, async () => {
+      const sequence = options.sequence === undefined ? undefined : requireSequence(options.sequence);
+      const { record, entries } = await this.workspaces.logs(id, sequence);
+      return { workspaceId: record.vmId, entries };
+    });
   }
 
   /**
@@ -251,24 +388,30 @@ export class Pyro implements AsyncDisposable {
    */
   async listWorkspaceFiles(workspaceId: string, options: CallOptions & { path?: string; recursive?: boolean } = {}): Promise<WorkspaceFileList> {
     const id = requireId("workspaceId", workspaceId);
-    const path = options.path === undefined ? undefined : requireString("path", options.path);
-    const listed = await this.workspaces.files.list(id, path, options.recursive === true, options.signal);
-    return { workspaceId: id, ...listed };
+    return this.#redacted(id, async () => {
+      const path = options.path === undefined ? undefined : requireString("path", options.path);
+      const listed = await this.workspaces.files.list(id, path, options.recursive === true, options.signal);
+      return { workspaceId: id, ...listed };
+    });
   }
 
   /** Reads a file under `/workspace` as text (up to `maxBytes`, default 64 KiB); a binary file is reported as such, not returned. */
   async readWorkspaceFile(workspaceId: string, path: string, options: CallOptions & { maxBytes?: number } = {}): Promise<WorkspaceFileRead> {
     const id = requireId("workspaceId", workspaceId);
-    const read = await this.workspaces.files.read(id, requireString("path", path), options.maxBytes, options.signal);
-    return { workspaceId: id, ...read };
+    return this.#redacted(id, async () => {
+      const read = await this.workspaces.files.read(id, requireString("path", path), options.maxBytes, options.signal);
+      return { workspaceId: id, ...read };
+    });
   }
 
   /** Writes `text` to a file under `/workspace`, creating parents, replacing it atomically; durable when this returns. */
   async writeWorkspaceFile(workspaceId: string, path: string, text: string, options: CallOptions = {}): Promise<WorkspaceFileWrite> {
     const id = requireId("workspaceId", workspaceId);
-    if (typeof text !== "string") throw new InvalidArgumentError("text", "must be a string");
-    const written = await this.workspaces.files.write(id, requireString("path", path), text, options.signal);
-    return { workspaceId: id, ...written };
+    return this.#redacted(id, async () => {
+      if (typeof text !== "string") throw new InvalidArgumentError("text", "must be a string");
+      const written = await this.workspaces.files.write(id, requireString("path", path), text, options.signal);
+      return { workspaceId: id, ...written };
+    });
   }
 
   /**
@@ -278,15 +421,19 @@ export class Pyro implements AsyncDisposable {
    */
   async applyWorkspacePatch(workspaceId: string, patch: string, options: CallOptions = {}): Promise<WorkspacePatchResult> {
     const id = requireId("workspaceId", workspaceId);
-    const applied = await this.workspaces.files.applyPatch(id, requireString("patch", patch), options.signal);
-    return { workspaceId: id, ...applied };
+    return this.#redacted(id, async () => {
+      const applied = await this.workspaces.files.applyPatch(id, requireString("patch", patch), options.signal);
+      return { workspaceId: id, ...applied };
+    });
   }
 
   /** What changed in `/workspace` since the baseline (the seed): the changed files, and a unified diff of up to `maxBytes` (default 64 KiB). */
   async diffWorkspace(workspaceId: string, options: CallOptions & { maxBytes?: number } = {}): Promise<WorkspaceDiff> {
     const id = requireId("workspaceId", workspaceId);
-    const diff = await this.workspaces.files.diff(id, options.maxBytes, options.signal);
-    return { workspaceId: id, ...diff };
+    return this.#redacted(id, async () => {
+      const diff = await this.workspaces.files.diff(id, options.maxBytes, options.signal);
+      return { workspaceId: id, ...diff };
+    });
   }
 
   /**
@@ -297,10 +444,12 @@ export class Pyro implements AsyncDisposable {
    */
   async exportWorkspace(workspaceId: string, outputPath: string, options: CallOptions & { path?: string } = {}): Promise<WorkspaceExportResult> {
     const id = requireId("workspaceId", workspaceId);
-    const output = resolve(requireString("outputPath", outputPath));
-    const path = options.path === undefined ? undefined : requireString("path", options.path);
-    const exported = await this.workspaces.files.export(id, path, output, options.signal);
-    return { workspaceId: id, path: workspaceRelativeToAbsolute(path), ...exported };
+    return this.#redacted(id, async () => {
+      const output = resolve(requireString("outputPath", outputPath));
+      const path = options.path === undefined ? undefined : requireString("path", options.path);
+      const exported = await this.workspaces.files.export(id, path, output, options.signal);
+      return { workspaceId: id, path: workspaceRelativeToAbsolute(path), ...exported };
+    });
   }
 
   /**
@@ -310,8 +459,10 @@ export class Pyro implements AsyncDisposable {
    */
   async createSnapshot(workspaceId: string, snapshotName: string, options: CallOptions = {}): Promise<WorkspaceSnapshotResult> {
     const id = requireId("workspaceId", workspaceId);
-    const { snapshot } = await this.workspaces.snapshotCreate(id, requireString("snapshotName", snapshotName), options.signal);
-    return { workspaceId: id, snapshot: { name: snapshot.name, createdAt: snapshot.createdAt } };
+    return this.#redacted(id, async () => {
+      const { snapshot } = await this.workspaces.snapshotCreate(id, requireString("snapshotName", snapshotName), options.signal);
+      return { workspaceId: id, snapshot: { name: snapshot.name, createdAt: snapshot.createdAt } };
+    });
   }
 
   async listSnapshots(workspaceId: string): Promise<WorkspaceSnapshotList> {
@@ -330,8 +481,10 @@ export class Pyro implements AsyncDisposable {
   /** Returns the whole workspace (its /workspace and the VM) to a snapshot, `baseline` by default; it boots cold from it. */
   async resetWorkspace(workspaceId: string, options: CallOptions & { snapshot?: string } = {}): Promise<WorkspaceInfo> {
     const id = requireId("workspaceId", workspaceId);
-    const snapshot = options.snapshot === undefined ? undefined : requireString("snapshot", options.snapshot);
-    return toWorkspaceInfo(await this.workspaces.reset(id, snapshot, options));
+    return this.#redacted(id, async () => {
+      const snapshot = options.snapshot === undefined ? undefined : requireString("snapshot", options.snapshot);
+      return toWorkspaceInfo(await this.workspaces.reset(id, snapshot, options));
+    });
   }
 
   /** Saves the running workspace whole (memory, devices, disk) and frees its QEMU; `startWorkspace` resumes it where it was. */
@@ -351,11 +504,13 @@ export class Pyro implements AsyncDisposable {
    */
   async forkWorkspace(workspaceId: string, options: CallOptions & { count?: number; names?: string[] } = {}): Promise<WorkspaceForkResult> {
     const id = requireId("workspaceId", workspaceId);
-    const count = options.count === undefined ? (options.names?.length ?? 1) : requireCount(options.count);
-    const names = (options.names ?? []).map((name) => resolveWorkspaceMeta({ name }).name);
-    if (names.length > count) throw new InvalidArgumentError("names", `names ${names.length} workspaces but count is ${count}`);
-    const forks = await this.workspaces.fork(id, count, names, options);
-    return { workspaceId: id, workspaces: forks.map(toWorkspaceInfo) };
+    return this.#redacted(id, async () => {
+      const count = options.count === undefined ? (options.names?.length ?? 1) : requireCount(options.count);
+      const names = (options.names ?? []).map((name) => resolveWorkspaceMeta({ name }).name);
+      if (names.length > count) throw new InvalidArgumentError("names", `names ${names.length} workspaces but count is ${count}`);
+      const forks = await this.workspaces.fork(id, count, names, options);
+      return { workspaceId: id, workspaces: forks.map(toWorkspaceInfo) };
+    });
   }
 
   /** Workspaces; with `labels`, only those that carry all of them. */
@@ -382,8 +537,10 @@ export class Pyro implements AsyncDisposable {
    */
   async summaryWorkspace(workspaceId: string, options: CallOptions = {}): Promise<WorkspaceSummary> {
     const id = requireId("workspaceId", workspaceId);
-    const { record, ...summary } = await this.workspaces.summary(id, options.signal);
-    return { workspaceId: id, name: record.workspace?.name ?? null, state: record.state, ...summary };
+    return this.#redacted(id, async () => {
+      const { record, ...summary } = await this.workspaces.summary(id, options.signal);
+      return { workspaceId: id, name: record.workspace?.name ?? null, state: record.state, ...summary };
+    });
   }
 
   /** Kills the workspace's VM and removes all of its files, journal included. */
@@ -409,7 +566,7 @@ export class Pyro implements AsyncDisposable {
       allowHosts: record.allowHosts ?? [],
       allowedDestinations: on ? (record.openedDestinations ?? []) : [],
       alwaysBlocked: [...ALWAYS_BLOCKED, ...ALSO_BLOCKED],
-      publishedPorts: [],
+      publishedPorts: record.state === "started" ? (record.published ?? []).map((p) => ({ guestPort: p.guestPort, hostPort: p.hostPort, host: "127.0.0.1" as const })) : [],
       interface: on ? "eth0" : null,
       guestIp: on ? GUEST_NET.ip : null,
       prefixLength: on ? GUEST_NET.prefixLength : null,
@@ -537,7 +694,12 @@ export function toWorkspaceInfo(record: VmRecord): WorkspaceInfo {
     workspaceSeed: fields?.seed ?? { mode: "empty", seedPath: null },
     failure: record.failure,
     bootMode: record.bootMode,
+    secretNames: fields?.secretNames ?? [],
   };
+}
+
+function toServiceInfo(workspaceId: string, service: Awaited<ReturnType<WorkspaceManager["services"]["status"]>>[number]): ServiceInfo {
+  return { workspaceId, ...service, readiness: service.readiness };
 }
 
 export function toVmInfo(record: VmRecord): VmInfo {

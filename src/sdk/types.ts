@@ -177,6 +177,133 @@ export interface WorkspaceCreateOptions extends VmOptions {
   name?: string;
   /** Free-form labels, e.g. `{ task: "fix-123" }`. Keys: letters, digits, `._-`, at most 63 characters. */
   labels?: Record<string, string>;
+  /**
+   * Secrets for commands, shells and services in this workspace, each
+   * `{ name, value }` or `{ name, filePath }` (a host file; one trailing
+   * newline dropped). Kept on the host only in the workspace's own 0600
+   * secrets file, delivered to the guest as `/run/pyro-secrets/NAME`
+   * (tmpfs, root only), given to a command only through `secretEnv`, and
+   * replaced by `[REDACTED:NAME]` in everything pyro returns. At most 64,
+   * 64 KiB each; names like environment variables.
+   */
+  secrets?: ({ name: string; value: string } | { name: string; filePath: string })[];
+}
+
+export interface WorkspaceExecOptions extends ExecOptions {
+  /** Environment variables set from the workspace's secrets: `{ API_TOKEN: "api_token" }` (ENV_NAME: SECRET_NAME). */
+  secretEnv?: Record<string, string>;
+}
+
+export interface ShellOpenOptions extends CallOptions {
+  /** Working directory, under `/workspace` (absolute or relative). Default `/workspace`. */
+  cwd?: string;
+  /** Terminal width in columns (1-1000). Default 120. */
+  cols?: number;
+  /** Terminal height in rows (1-500). Default 30. */
+  rows?: number;
+  /** Environment variables set from the workspace's secrets (ENV_NAME: SECRET_NAME). */
+  secretEnv?: Record<string, string>;
+}
+
+export interface ShellInfo {
+  workspaceId: string;
+  /** `sh-` and 12 hex digits. */
+  shellId: string;
+  pid: number;
+  cwd: string;
+  cols: number;
+  rows: number;
+  state: "running" | "exited";
+  exitCode: number | null;
+  signal: string | null;
+  /** Output written so far, in bytes: a cursor that reads only what comes next. */
+  endCursor: number;
+  startedAt: string;
+}
+
+export interface ShellReadOptions extends CallOptions {
+  /** Where to read from: 0 for the start, or the `nextCursor` of the previous read. Default 0. */
+  cursor?: number;
+  /** At most this many bytes of terminal output (1 to 1,048,576). Default 65,536. */
+  maxChars?: number;
+  /** Strip escape sequences and control characters (colours, cursor moves, `\r`). Default false. */
+  plain?: boolean;
+  /** Wait until the shell has been quiet this long (0-60,000 ms) before reading; bounded by about 4x that plus 5 s. */
+  waitForIdleMs?: number;
+}
+
+export interface ShellReadResult {
+  workspaceId: string;
+  shellId: string;
+  output: string;
+  /** Pass as `cursor` to the next read; nothing between reads is lost unless reported in `droppedChars`. */
+  nextCursor: number;
+  /** Output after `cursor` the shell's buffer (the newest 1 MiB) no longer held. */
+  droppedChars: number;
+  state: "running" | "exited";
+  exitCode: number | null;
+  signal: string | null;
+}
+
+export type ShellSignalName = "INT" | "TERM" | "KILL" | "HUP" | "SIGINT" | "SIGTERM" | "SIGKILL" | "SIGHUP";
+
+export interface ServiceReadiness {
+  /** file: `path` exists; tcp: `port` on the guest's 127.0.0.1 accepts; http: `url` answers 2xx/3xx; command: `command` exits 0. */
+  type: "file" | "tcp" | "http" | "command";
+  path?: string;
+  port?: number;
+  url?: string;
+  command?: string;
+  /** How long to wait for it, 1-600 s; 60 when left out. */
+  timeoutSeconds?: number;
+}
+
+export interface ServiceStartOptions extends CallOptions {
+  /** 1-63 lowercase letters, digits, `._-`. Unique among the workspace's running services. */
+  name: string;
+  /** Shell command, run with `bash -lc` in `/workspace` (or `cwd`); it should stay in the foreground. */
+  command: string;
+  cwd?: string;
+  /** When the service counts as ready; the call returns then. Without it, as soon as it started. */
+  readiness?: ServiceReadiness;
+  /** Guest ports to publish on the host's 127.0.0.1 (needs network policy `egress+published-ports`); `hostPort` omitted picks a free one. */
+  publish?: { guestPort: number; hostPort?: number }[];
+  /** Environment variables set from the workspace's secrets (ENV_NAME: SECRET_NAME). */
+  secretEnv?: Record<string, string>;
+}
+
+export interface PublishedPortInfo {
+  guestPort: number;
+  hostPort: number;
+  host: "127.0.0.1";
+}
+
+export interface ServiceInfo {
+  workspaceId: string;
+  name: string;
+  command: string;
+  cwd: string;
+  /** `running` (not yet ready), `ready`, or `exited` (see `exitCode`, `signal`, `detail`). */
+  state: "running" | "ready" | "exited";
+  pid: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  startedAt: string | null;
+  readyAt: string | null;
+  endedAt: string | null;
+  readiness: ServiceReadiness | null;
+  publishedPorts: PublishedPortInfo[];
+  detail: string | null;
+}
+
+export interface ServiceLogs {
+  workspaceId: string;
+  name: string;
+  /** The last lines of its combined stdout and stderr (redacted). */
+  output: string;
+  /** Older output is not included (the buffer keeps the newest 1 MiB, a read at most 256 KiB). */
+  truncated: boolean;
+  droppedBytes: number;
 }
 
 export interface WorkspacePushOptions extends CallOptions {
@@ -212,6 +339,8 @@ export interface WorkspaceInfo {
   failure: string | null;
   /** How it last started: cold, restore (forked), or resume (with its saved memory). */
   bootMode: "cold" | "restore" | "resume" | null;
+  /** Names of its secrets; values are never shown. */
+  secretNames: string[];
 }
 
 export interface WorkspaceExecResult extends Omit<ExecResult, "vmId" | "cleanup"> {

@@ -6,7 +6,7 @@ import { DIFF_DEFAULT_BYTES, DIFF_MAX_BYTES, FILE_LIST_MAX_ENTRIES, FILE_READ_DE
 import { CATALOG } from "../environments/catalog.js";
 import { PROFILE_TOOLS, PROFILES, type ProfileName } from "./profiles.js";
 import type { Pyro } from "../sdk/pyro.js";
-import type { ExecOptions, ProgressEvent, VmOptions } from "../sdk/types.js";
+import type { ExecOptions, ProgressEvent, ServiceReadiness, ShellSignalName, VmOptions, WorkspaceCreateOptions } from "../sdk/types.js";
 import { NETWORK_POLICIES, type NetworkPolicy } from "../network/policy.js";
 import { confineHostOutputPath, confineHostPath, defaultToolPolicy, effectiveAllowHosts, type ToolPolicy } from "./policy.js";
 
@@ -75,6 +75,45 @@ const vmId = z.string().regex(/^[0-9a-f]{12}$/).describe("VM id from vm_create."
 const workspaceId = z.string().regex(/^[0-9a-f]{12}$/).describe("Workspace id from workspace_create.");
 
 const workspacePathArg = z.string().min(1).max(4096);
+const secretName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/).describe("Secret name, like an environment variable name.");
+const secretEnv = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), secretName)
+  .describe('Environment variables set from the workspace\'s secrets: {"API_TOKEN": "api_token"} (ENV_NAME: SECRET_NAME). The value never appears in any output.');
+const shellId = z.string().regex(/^sh-[0-9a-f]{12}$/).describe("Shell id from shell_open.");
+const serviceName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/).describe("Service name: lowercase letters, digits, '.', '_', '-'.");
+const shellState = z.enum(["running", "exited"]);
+const shellInfo = z.object({
+  workspace_id: z.string(),
+  shell_id: z.string(),
+  pid: z.number().int(),
+  cwd: z.string(),
+  cols: z.number().int(),
+  rows: z.number().int(),
+  state: shellState,
+  exit_code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  end_cursor: z.number().int().describe("Bytes of output so far: read from here to see only what comes next."),
+  started_at: z.string(),
+});
+const publishedPort = z.object({ guest_port: z.number().int(), host_port: z.number().int(), host: z.literal("127.0.0.1") });
+const serviceInfo = z.object({
+  workspace_id: z.string(),
+  name: z.string(),
+  command: z.string(),
+  cwd: z.string(),
+  state: z.enum(["running", "ready", "exited"]),
+  pid: z.number().int().nullable(),
+  exit_code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  started_at: z.string().nullable(),
+  ready_at: z.string().nullable(),
+  ended_at: z.string().nullable(),
+  readiness: z
+    .object({ type: z.enum(["file", "tcp", "http", "command"]), path: z.string().optional(), port: z.number().int().optional(), url: z.string().optional(), command: z.string().optional(), timeout_seconds: z.number().int() })
+    .nullable(),
+  published_ports: z.array(publishedPort),
+  detail: z.string().nullable(),
+});
 const snapshotName = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/)
@@ -116,6 +155,17 @@ function vmOptionsOf(a: Record<string, unknown>, context: ToolContext): VmOption
     allowHosts: effectiveAllowHosts(a.allow_hosts as string[] | undefined, policyOf(context), a.network === true || (a.network_policy !== undefined && a.network_policy !== "off")),
     allowHostCompat: policyOf(context).allowHostCompat,
   };
+}
+
+/** Secrets as a model gives them; a file_path must lie under a directory the server shares, like a seed. */
+async function secretsOf(value: unknown, context: ToolContext): Promise<WorkspaceCreateOptions["secrets"]> {
+  if (!Array.isArray(value)) return undefined;
+  const out: NonNullable<WorkspaceCreateOptions["secrets"]> = [];
+  for (const entry of value as { name: string; value?: string; file_path?: string }[]) {
+    if (entry.file_path !== undefined) out.push({ name: entry.name, filePath: await confineHostPath("secrets.file_path", entry.file_path, policyOf(context)) });
+    else out.push({ name: entry.name, value: entry.value ?? "" });
+  }
+  return out;
 }
 
 /** The command arguments every exec tool shares, with output streamed as progress. */
@@ -214,6 +264,7 @@ const workspaceInfo = z.object({
   workspace_seed: z.object({ mode: z.enum(["empty", "directory", "tar_archive"]), seed_path: z.string().nullable() }),
   failure: z.string().nullable(),
   boot_mode: bootMode,
+  secret_names: z.array(z.string()).describe("Names of the workspace's secrets; values are never returned."),
 });
 const environmentInfo = z.object({
   name: z.string(),
@@ -398,6 +449,19 @@ const DEFINITIONS: readonly ToolDefinition[] = [
         .describe("Host directory or .tar/.tar.gz/.tgz archive copied into /workspace; it must lie under a directory the server shares. Default: empty."),
       name: z.string().min(1).max(64).optional().describe("A name for people."),
       labels: z.record(z.string(), z.string()).optional().describe("Free-form labels, e.g. {\"task\": \"fix-123\"}."),
+      secrets: z
+        .array(
+          z.union([
+            z.object({ name: secretName, value: z.string().min(1).max(65536) }).strict(),
+            z.object({ name: secretName, file_path: z.string().min(1) }).strict(),
+          ]),
+        )
+        .max(64)
+        .optional()
+        .describe(
+          "Secrets for this workspace, each {name, value} or {name, file_path} (a host file under a directory the server shares). " +
+            "Commands, shells and services get them only through secret_env; every output shows [REDACTED:NAME] instead of the value, and no tool returns a value.",
+        ),
     }),
     output: workspaceInfo,
     annotations: { title: "Create a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
@@ -408,6 +472,7 @@ const DEFINITIONS: readonly ToolDefinition[] = [
           seedPath: a.seed_path === undefined ? undefined : await confineHostPath("seed_path", a.seed_path as string, policyOf(context)),
           name: a.name as string | undefined,
           labels: a.labels as Record<string, string> | undefined,
+          secrets: await secretsOf(a.secrets, context),
           signal: context.signal,
           onProgress: progressOf(context),
         }),
@@ -451,12 +516,12 @@ const DEFINITIONS: readonly ToolDefinition[] = [
   {
     name: "workspace_exec",
     description: "Run a command in a workspace's /workspace. Files persist between commands; the workspace stays up.",
-    input: z.object({ workspace_id: workspaceId, command, timeout_seconds: timeoutSeconds.optional() }),
+    input: z.object({ workspace_id: workspaceId, command, timeout_seconds: timeoutSeconds.optional(), secret_env: secretEnv.optional() }),
     output: workspaceExecResult,
     annotations: { title: "Run a command in a workspace", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     run: async (pyro, a, context) =>
     {
-      const result = await pyro.execWorkspace(a.workspace_id as string, execOptionsOf(a, context));
+      const result = await pyro.execWorkspace(a.workspace_id as string, { ...execOptionsOf(a, context), secretEnv: a.secret_env as Record<string, string> | undefined });
       return snake(forModel(result, `workspace_logs with sequence ${result.sequence} returns it whole`));
     },
   },
@@ -760,6 +825,182 @@ const DEFINITIONS: readonly ToolDefinition[] = [
     }),
     annotations: readOnly("Summarize a workspace"),
     run: async (pyro, a, context) => snake(await pyro.summaryWorkspace(a.workspace_id as string, { signal: context.signal })),
+  },
+  {
+    name: "shell_open",
+    description:
+      "Open an interactive shell (bash -l on a real terminal) in a workspace. It keeps its state (cwd, variables, running jobs) between calls until shell_close. " +
+      "Then shell_write to type, shell_read to see the output. Use workspace_exec for one-off commands; a shell for interactive programs, long jobs you watch, or state between commands.",
+    input: z.object({
+      workspace_id: workspaceId,
+      cwd: workspacePathArg.optional().describe("Working directory under /workspace. Default /workspace."),
+      cols: z.number().int().min(1).max(1000).optional().describe("Terminal columns. Default 120."),
+      rows: z.number().int().min(1).max(500).optional().describe("Terminal rows. Default 30."),
+      secret_env: secretEnv.optional(),
+    }),
+    output: shellInfo,
+    annotations: { title: "Open a shell", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) =>
+      snake(
+        await pyro.openShell(a.workspace_id as string, {
+          cwd: a.cwd as string | undefined,
+          cols: a.cols as number | undefined,
+          rows: a.rows as number | undefined,
+          secretEnv: a.secret_env as Record<string, string> | undefined,
+          signal: context.signal,
+        }),
+      ),
+  },
+  {
+    name: "shell_read",
+    description:
+      "Read a shell's output from cursor (0 at first, then the next_cursor of the previous read); nothing is lost between reads unless dropped_chars says so (the shell keeps its newest 1 MiB). " +
+      "Pass wait_for_idle_ms (e.g. 500) after shell_write to wait until the command's output has settled; plain=true strips colours and terminal control sequences.",
+    input: z.object({
+      workspace_id: workspaceId,
+      shell_id: shellId,
+      cursor: z.number().int().min(0).optional().describe("Where to read from. Default 0."),
+      max_chars: z.number().int().min(1).max(1024 * 1024).optional().describe("At most this much output. Default 65536."),
+      plain: z.boolean().optional().describe("Strip escape sequences and control characters. Default false."),
+      wait_for_idle_ms: z.number().int().min(0).max(60_000).optional().describe("First wait until the shell has been quiet this long (bounded)."),
+    }),
+    output: z.object({
+      workspace_id: z.string(),
+      shell_id: z.string(),
+      output: z.string(),
+      next_cursor: z.number().int(),
+      dropped_chars: z.number().int(),
+      state: shellState,
+      exit_code: z.number().int().nullable(),
+      signal: z.string().nullable(),
+    }),
+    annotations: readOnly("Read a shell"),
+    run: async (pyro, a, context) =>
+      snake(
+        await pyro.readShell(a.workspace_id as string, a.shell_id as string, {
+          cursor: a.cursor as number | undefined,
+          maxChars: a.max_chars as number | undefined,
+          plain: a.plain as boolean | undefined,
+          waitForIdleMs: a.wait_for_idle_ms as number | undefined,
+          signal: context.signal,
+        }),
+      ),
+  },
+  {
+    name: "shell_write",
+    description: "Type input into a shell, followed by Enter unless append_newline is false (at most 64 KiB). Read the result with shell_read.",
+    input: z.object({
+      workspace_id: workspaceId,
+      shell_id: shellId,
+      input: z.string().max(65_536).describe("What to type, e.g. a command line."),
+      append_newline: z.boolean().optional().describe("Press Enter after the input. Default true."),
+    }),
+    output: z.object({ workspace_id: z.string(), shell_id: z.string(), bytes: z.number().int() }),
+    annotations: { title: "Type into a shell", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) =>
+      snake(await pyro.writeShell(a.workspace_id as string, a.shell_id as string, a.input as string, { appendNewline: a.append_newline as boolean | undefined, signal: context.signal })),
+  },
+  {
+    name: "shell_signal",
+    description: "Send a signal to a shell's foreground job: INT (Ctrl-C, e.g. to stop a hung command and get the prompt back), TERM, KILL or HUP.",
+    input: z.object({ workspace_id: workspaceId, shell_id: shellId, signal: z.enum(["INT", "TERM", "KILL", "HUP"]).describe("Which signal.") }),
+    output: z.object({ workspace_id: z.string(), shell_id: z.string(), signal: z.string() }),
+    annotations: { title: "Signal a shell", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.signalShell(a.workspace_id as string, a.shell_id as string, a.signal as ShellSignalName, { signal: context.signal })),
+  },
+  {
+    name: "shell_close",
+    description: "Close a shell: ends it and everything it started, and drops its output.",
+    input: z.object({ workspace_id: workspaceId, shell_id: shellId }),
+    output: z.object({ workspace_id: z.string(), shell_id: z.string(), closed: z.literal(true), exit_code: z.number().int().nullable(), signal: z.string().nullable() }),
+    annotations: { title: "Close a shell", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.closeShell(a.workspace_id as string, a.shell_id as string, { signal: context.signal })),
+  },
+  {
+    name: "service_start",
+    description:
+      "Start a named background service in a workspace (a dev server, a database) that keeps running after the call. " +
+      "With readiness, the call returns once it is ready (file exists, tcp port accepts, http url answers 2xx/3xx, or a command exits 0) or fails with the service's last output. " +
+      "With publish (needs network_policy egress+published-ports), guest ports are reachable on the host at 127.0.0.1:host_port.",
+    input: z.object({
+      workspace_id: workspaceId,
+      name: serviceName,
+      command: command.describe("Shell command that runs the service in the foreground, e.g. 'npm run dev'."),
+      cwd: workspacePathArg.optional().describe("Working directory under /workspace. Default /workspace."),
+      readiness: z
+        .object({
+          type: z.enum(["file", "tcp", "http", "command"]),
+          path: z.string().min(1).max(4096).optional().describe("type file: this path exists (relative paths are under /workspace)."),
+          port: z.number().int().min(1).max(65535).optional().describe("type tcp: this port on the guest's 127.0.0.1 accepts connections."),
+          url: z.string().min(1).max(2048).optional().describe("type http: this http:// URL, fetched in the guest, answers 2xx or 3xx."),
+          command: z.string().min(1).max(Limits.maxCommandBytes).optional().describe("type command: this shell command exits 0."),
+          timeout_seconds: z.number().int().min(1).max(600).optional().describe("How long to wait. Default 60."),
+        })
+        .optional(),
+      publish: z
+        .array(z.object({ guest_port: z.number().int().min(1).max(65535), host_port: z.number().int().min(1024).max(65535).optional().describe("Default: a free port.") }))
+        .max(8)
+        .optional()
+        .describe("Guest ports to make reachable on the host's 127.0.0.1."),
+      secret_env: secretEnv.optional(),
+    }),
+    output: serviceInfo,
+    annotations: { title: "Start a service", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    run: async (pyro, a, context) => {
+      const readiness = a.readiness as (Omit<ServiceReadiness, "timeoutSeconds"> & { timeout_seconds?: number }) | undefined;
+      const { timeout_seconds: readyTimeout, ...readinessRest } = readiness ?? { type: "file" as const };
+      return snake(
+        await pyro.startService(a.workspace_id as string, {
+          name: a.name as string,
+          command: a.command as string,
+          cwd: a.cwd as string | undefined,
+          readiness: readiness ? { ...readinessRest, timeoutSeconds: readyTimeout } : undefined,
+          publish: (a.publish as { guest_port: number; host_port?: number }[] | undefined)?.map((p) => ({ guestPort: p.guest_port, hostPort: p.host_port })),
+          secretEnv: a.secret_env as Record<string, string> | undefined,
+          signal: context.signal,
+        }),
+      );
+    },
+  },
+  {
+    name: "service_list",
+    description: "List a workspace's services with their state (running, ready, exited) and published ports.",
+    input: z.object({ workspace_id: workspaceId }),
+    output: z.object({ workspace_id: z.string(), services: z.array(serviceInfo) }),
+    annotations: readOnly("List services"),
+    run: async (pyro, a, context) => snake({ workspaceId: a.workspace_id as string, services: await pyro.listServices(a.workspace_id as string, { signal: context.signal }) }),
+  },
+  {
+    name: "service_status",
+    description: "One service's state: running, ready, or exited with its exit code; its published ports.",
+    input: z.object({ workspace_id: workspaceId, name: serviceName }),
+    output: serviceInfo,
+    annotations: readOnly("Service status"),
+    run: async (pyro, a, context) => snake(await pyro.serviceStatus(a.workspace_id as string, a.name as string, { signal: context.signal })),
+  },
+  {
+    name: "service_logs",
+    description: "The last lines of a service's output (stdout and stderr together).",
+    input: z.object({
+      workspace_id: workspaceId,
+      name: serviceName,
+      tail_lines: z.number().int().min(1).max(100_000).optional().describe("How many lines from the end. Default 200."),
+    }),
+    output: z.object({ workspace_id: z.string(), name: z.string(), output: z.string(), truncated: z.boolean(), dropped_bytes: z.number().int() }),
+    annotations: readOnly("Service logs"),
+    run: async (pyro, a, context) => {
+      const logs = await pyro.serviceLogs(a.workspace_id as string, a.name as string, { tailLines: a.tail_lines as number | undefined, signal: context.signal });
+      const clipped = clipHeadTail(Buffer.from(logs.output), MODEL_OUTPUT_BYTES, "ask for fewer tail_lines");
+      return snake({ ...logs, output: clipped.text, truncated: logs.truncated || clipped.clipped });
+    },
+  },
+  {
+    name: "service_stop",
+    description: "Stop a service (TERM, then KILL after 3 s) and close its published host ports. Its logs stay readable.",
+    input: z.object({ workspace_id: workspaceId, name: serviceName }),
+    output: serviceInfo,
+    annotations: { title: "Stop a service", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    run: async (pyro, a, context) => snake(await pyro.stopService(a.workspace_id as string, a.name as string, { signal: context.signal })),
   },
 ];
 

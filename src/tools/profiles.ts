@@ -32,11 +32,25 @@ const CORE_TOOLS = [
 /** Rewinding, pausing and forking workspaces. */
 const WORKSPACE_STATE_TOOLS = ["snapshot_create", "snapshot_list", "snapshot_delete", "workspace_stop", "workspace_start", "workspace_fork"] as const;
 
+/** Long-running work: interactive shells and background services. */
+const WORKSPACE_WORK_TOOLS = [
+  "shell_open",
+  "shell_read",
+  "shell_write",
+  "shell_signal",
+  "shell_close",
+  "service_start",
+  "service_list",
+  "service_status",
+  "service_logs",
+  "service_stop",
+] as const;
+
 /** The step-by-step VM lifecycle, offered only by the full profile. */
 const VM_LIFECYCLE_TOOLS = ["vm_create", "vm_start", "vm_exec", "vm_stop", "vm_delete", "vm_status", "vm_network_info", "vm_reap_expired"] as const;
 
 export const PROFILE_TOOLS: Record<ProfileName, readonly string[]> = {
   "vm-run": ["vm_run"],
   "workspace-core": CORE_TOOLS,
-  "workspace-full": [...CORE_TOOLS, ...WORKSPACE_STATE_TOOLS, ...VM_LIFECYCLE_TOOLS],
+  "workspace-full": [...CORE_TOOLS, ...WORKSPACE_STATE_TOOLS, ...WORKSPACE_WORK_TOOLS, ...VM_LIFECYCLE_TOOLS],
 };

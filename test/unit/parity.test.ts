@@ -51,8 +51,11 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
   const expectations: [string, string, string[]][] = [
     ["vm_run", "run", ["environment", "command", "timeoutSeconds", ...vmOptions]],
     ["vm_create", "vm create", ["environment", ...vmOptions]],
-    ["workspace_create", "workspace create", ["environment", "seedPath", "name", "labels", ...vmOptions]],
-    ["workspace_exec", "workspace exec", ["workspaceId", "command", "timeoutSeconds"]],
+    ["workspace_create", "workspace create", ["environment", "seedPath", "name", "labels", "secrets", ...vmOptions]],
+    ["workspace_exec", "workspace exec", ["workspaceId", "command", "timeoutSeconds", "secretEnv"]],
+    ["shell_open", "workspace shell open", ["workspaceId", "cwd", "cols", "rows", "secretEnv"]],
+    ["shell_read", "workspace shell read", ["workspaceId", "shellId", "cursor", "maxChars", "plain", "waitForIdleMs"]],
+    ["service_logs", "workspace service logs", ["workspaceId", "name", "tailLines"]],
     ["workspace_sync_push", "workspace sync push", ["workspaceId", "sourcePath", "dest", "timeoutSeconds"]],
     ["vm_exec", "vm exec", ["vmId", "command", "timeoutSeconds"]],
   ];
@@ -66,7 +69,7 @@ test("option names agree: SDK camelCase, MCP snake_case, CLI kebab-case", () => 
     const positional = new Set(command.registeredArguments.map((a) => a.name()));
     for (const name of sdkNames) {
       const kebab = name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      const flag = name === "labels" ? "--label" : name === "allowHosts" ? "--allow-host" : `--${kebab}`;
+      const flag = name === "labels" ? "--label" : name === "allowHosts" ? "--allow-host" : name === "secrets" ? "--secret" : `--${kebab}`;
       assert.ok(flags.has(flag) || positional.has(kebab) || (name === "command" && positional.has("command")), `${cliName}: no ${flag} or <${kebab}>`);
     }
   }

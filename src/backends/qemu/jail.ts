@@ -297,8 +297,10 @@ export async function confinedPid(info: Readable, deadline: number): Promise<num
  * read-only view of the host, and its VM's QEMU directory writable for its
  * socket. Undefined when that is not possible; the helper then runs as is.
  */
-export function helperSandbox(host: JailHost, writableDir: string): { file: string; args: string[]; infoFd: number } | undefined {
+export function helperSandbox(host: JailHost, writableDir: string, programs: readonly string[] = []): { file: string; args: string[]; infoFd: number } | undefined {
   if (!host.bwrap || host.userNamespace) return undefined;
+  // The sandbox's /tmp is empty; a program installed below /tmp (a checkout there) is bound back in.
+  const visible = programs.filter((program) => program === "/tmp" || program.startsWith("/tmp/")).flatMap((program) => ["--ro-bind", program, program]);
   return {
     file: host.bwrap,
     args: [
@@ -316,6 +318,7 @@ export function helperSandbox(host: JailHost, writableDir: string): { file: stri
       "/proc",
       "--tmpfs",
       "/tmp",
+      ...visible,
       "--bind",
       writableDir,
       writableDir,

@@ -8,6 +8,7 @@ import { emit, table, type CliContext } from "../context.js";
 import { intParser, timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 import { streamTo, writeExecResult } from "./run.js";
 import { registerWorkspaceFiles } from "./workspace-files.js";
+import { registerWorkspaceWork, secretEnvOption, secretOptions, secretsFrom } from "./workspace-work.js";
 
 function describeWorkspace(ws: WorkspaceInfo): string {
   const labels = Object.entries(ws.labels).map(([k, v]) => `${k}=${v}`);
@@ -24,6 +25,7 @@ function describeWorkspace(ws: WorkspaceInfo): string {
     `network:          ${ws.network ? "on" : "off"}`,
     `seed:             ${ws.workspaceSeed.mode}${ws.workspaceSeed.seedPath ? ` (${ws.workspaceSeed.seedPath})` : ""}`,
     `boot_mode:        ${ws.bootMode ?? "-"}`,
+    `secrets:          ${ws.secretNames.length ? ws.secretNames.join(", ") : "-"}`,
     `commands run:     ${ws.commandCount}${ws.lastCommand ? ` (last: ${ws.lastCommand.command} → exit ${ws.lastCommand.exitCode})` : ""}`,
     `created_at:       ${ws.createdAt}`,
     `expires_at:       ${ws.expiresAt}`,
@@ -62,15 +64,17 @@ Example:
     .option("--name <name>", "a name for people")
     .addOption(new Option("--label <key=value>", "a label (repeatable)").argParser(parseLabel));
   for (const option of vmOptions()) create.addOption(option);
+  for (const option of secretOptions()) create.addOption(option);
   create
     .option("--json", "print JSON")
     .option("--id-only", "print only the workspace id")
-    .action(async (environment: string, flags: VmFlags & { seedPath?: string; name?: string; label?: Record<string, string>; idOnly?: boolean }) => {
+    .action(async (environment: string, flags: VmFlags & { seedPath?: string; name?: string; label?: Record<string, string>; idOnly?: boolean } & Parameters<typeof secretsFrom>[0]) => {
       const info = await ctx.pyro.createWorkspace({
         environment,
         seedPath: flags.seedPath,
         name: flags.name,
         labels: flags.label,
+        secrets: secretsFrom(flags),
         ...vmOptionsFrom(flags),
         onProgress: ctx.progress.onProgress,
         signal: ctx.signal,
@@ -102,13 +106,15 @@ Example:
     .argument("<workspace-id>")
     .argument("[command...]", "the command, after --")
     .addOption(timeoutOption())
+    .addOption(secretEnvOption())
     .option("--json", "print one JSON result document")
-    .action(async (id: string, command: string[], flags: VmFlags) => {
-      const result = await ctx.pyro.execWorkspace(id, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, signal: ctx.signal, onOutput: streamTo(ctx) });
+    .action(async (id: string, command: string[], flags: VmFlags & { secretEnv?: Record<string, string> }) => {
+      const result = await ctx.pyro.execWorkspace(id, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, secretEnv: flags.secretEnv, signal: ctx.signal, onOutput: streamTo(ctx) });
       writeExecResult(ctx, result, !ctx.json);
     });
 
   registerWorkspaceFiles(ws, ctx);
+  registerWorkspaceWork(ws, ctx);
 
   ws.command("status")
     .description("show a workspace (a workspace whose VM died shows as failed)")
