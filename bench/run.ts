@@ -272,6 +272,54 @@ async function main(): Promise<void> {
   }
   await edit.delete();
 
+  log(`shells and services: open, echo round trip, service start to ready (HTTP), published-port requests; ${runs} runs`);
+  const work = await pyro.createWorkspace({ environment: "debian:12", networkPolicy: "egress+published-ports" });
+  // An HTTP/1.0 server in the guest's perl: a short page, or BIG bytes for throughput.
+  await work.writeFile(
+    "srv.pl",
+    'use IO::Socket::INET; my $port = shift; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port, Listen => 64, ReuseAddr => 1) or die "$!";\n' +
+      'my $body = $ENV{BIG} ? "x" x $ENV{BIG} : "ok\\n"; $| = 1;\n' +
+      'while (my $c = $s->accept) { my $r = <$c>; while (my $l = <$c>) { last if $l =~ /^\\r?\\n$/ } print $c "HTTP/1.0 200 OK\\r\\nContent-Length: " . length($body) . "\\r\\n\\r\\n" . $body; close $c }\n',
+  );
+  const shellIds: string[] = [];
+  results.push(stats("shell open", await repeat(runs, async () => shellIds.push((await pyro.openShell(work.workspaceId)).shellId))));
+  const shell = shellIds[0]!;
+  let cursor = (await pyro.readShell(work.workspaceId, shell, { waitForIdleMs: 300 })).nextCursor;
+  let mark = 0;
+  const echoes = await repeat(runs, async () => {
+    const want = `mark-${++mark}-end`;
+    // Typed as two words, so only the command's output holds the whole mark.
+    await pyro.writeShell(work.workspaceId, shell, `echo mark-${mark} -end | tr -d ' '`);
+    let seen = "";
+    while (!seen.includes(want)) {
+      const read = await pyro.readShell(work.workspaceId, shell, { cursor });
+      seen += read.output;
+      cursor = read.nextCursor;
+    }
+  });
+  results.push(stats("shell write + read of an echo, round trip", echoes));
+  for (const id of shellIds) await pyro.closeShell(work.workspaceId, id);
+  let svc = 0;
+  const serviceStarts = await repeat(runs, async () => {
+    const port = 8200 + svc;
+    await pyro.startService(work.workspaceId, { name: `s${svc++}`, command: `perl srv.pl ${port}`, readiness: { type: "http", url: `http://127.0.0.1:${port}/` } });
+  });
+  results.push(stats("service start until ready (HTTP readiness)", serviceStarts));
+  for (let i = 0; i < svc; i++) await pyro.stopService(work.workspaceId, `s${i}`);
+  const web = await pyro.startService(work.workspaceId, { name: "web", command: "perl srv.pl 8300", readiness: { type: "tcp", port: 8300 }, publish: [{ guestPort: 8300 }] });
+  const hostPort = web.publishedPorts[0]!.hostPort;
+  await (await fetch(`http://127.0.0.1:${hostPort}/`)).text();
+  results.push(stats("published port: HTTP request from the host", await repeat(Math.max(runs, 10), async () => (await fetch(`http://127.0.0.1:${hostPort}/`)).text())));
+  const bigBytes = 20 * 1024 * 1024;
+  const bigService = await pyro.startService(work.workspaceId, { name: "big", command: `BIG=${bigBytes} perl srv.pl 8302`, readiness: { type: "tcp", port: 8302 }, publish: [{ guestPort: 8302 }] });
+  const bigPort = bigService.publishedPorts[0]!.hostPort;
+  const transfers = await repeat(3, async () => {
+    const body = await (await fetch(`http://127.0.0.1:${bigPort}/`)).arrayBuffer();
+    if (body.byteLength !== bigBytes) throw new Error(`got ${body.byteLength} bytes`);
+  });
+  const publishedMBps = bigBytes / 1e6 / (stats("", transfers).medianMs / 1000);
+  await work.delete();
+
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
   const byName = (name: string) => results.find((r) => r.name === name)!;
   const ratios = {
@@ -284,7 +332,7 @@ async function main(): Promise<void> {
     pooledRunInVmOverHostFloor: byName("runInVm true, warm pool").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, exportMBps, egress }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, exportMBps, publishedMBps, egress }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -299,6 +347,7 @@ async function main(): Promise<void> {
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
     `workspace export throughput (10 MB in 1,000 files, median): ${exportMBps.toFixed(1)} MB/s`,
+    `published port throughput (20 MiB HTTP body from a guest service to a host client, median of 3): ${publishedMBps.toFixed(1)} MB/s`,
     `confinement cost (medians, confined/unconfined): restore ${ratios.confinedOverUnconfinedRestore.toFixed(2)}x, cold boot ${ratios.confinedOverUnconfinedColdBoot.toFixed(2)}x`,
     egress.mbps.length
       ? `egress throughput, guest to a server in a test network namespace (${egress.megabytes} MB per run): ${egress.mbps.map((m) => m.toFixed(1)).join(", ")} MB/s`

@@ -39,6 +39,16 @@ const EXPECTED: Record<string, string[]> = {
     "workspace_update",
   ],
   "workspace-full": [
+    "service_list",
+    "service_logs",
+    "service_start",
+    "service_status",
+    "service_stop",
+    "shell_close",
+    "shell_open",
+    "shell_read",
+    "shell_signal",
+    "shell_write",
     "snapshot_create",
     "snapshot_delete",
     "snapshot_list",
@@ -356,6 +366,77 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.deepEqual(qemuProcessesUnder(stateDir), []);
     assert.deepEqual(vmDirsUnder(stateDir), []);
     assert.ok(Date.now() - started < 40_000);
+  });
+
+  test("workspace-full, after listTools: shells, services, published ports and secrets; no result carries a secret's value", async () => {
+    const { client: full } = await stdioClient("workspace-full");
+    const token = `mcp-${Date.now()}-secret-value`;
+    const seen: string[] = [];
+    try {
+      await full.listTools();
+      const call = async (name: string, args: Record<string, unknown>) => {
+        const result = await full.callTool({ name, arguments: args });
+        seen.push(JSON.stringify(result));
+        return result;
+      };
+      writeFileSync(join(scratch, "token.txt"), "from-a-file\n");
+      const ws = structured(
+        await call("workspace_create", {
+          environment: "debian:12",
+          network_policy: "egress+published-ports",
+          secrets: [{ name: "TOKEN", value: token }, { name: "FILED", file_path: join(scratch, "token.txt") }],
+        }),
+      );
+      const id = String(ws.workspace_id);
+      assert.deepEqual(ws.secret_names, ["FILED", "TOKEN"]);
+      // A secret file outside the shared directories is refused like a seed would be.
+      assert.equal(failure(await call("workspace_create", { environment: "debian:12", secrets: [{ name: "X", file_path: "/etc/shadow" }] })).code, "source_refused");
+
+      const shell = structured(await call("shell_open", { workspace_id: id, secret_env: { T: "TOKEN" } }));
+      const shellId = String(shell.shell_id);
+      structured(await call("shell_write", { workspace_id: id, shell_id: shellId, input: "echo \"mcp-shell:$T\"; sleep 100" }));
+      let output = "";
+      let cursor = 0;
+      for (let i = 0; i < 20 && !/mcp-shell:/.test(output); i++) {
+        const read = structured(await call("shell_read", { workspace_id: id, shell_id: shellId, cursor, plain: true, wait_for_idle_ms: 300 }));
+        output += String(read.output);
+        cursor = Number(read.next_cursor);
+      }
+      assert.match(output, /mcp-shell:\[REDACTED:TOKEN\]/);
+      assert.deepEqual(structured(await call("shell_signal", { workspace_id: id, shell_id: shellId, signal: "INT" })).signal, "SIGINT");
+      assert.equal(structured(await call("shell_close", { workspace_id: id, shell_id: shellId })).closed, true);
+      assert.equal(failure(await call("shell_read", { workspace_id: id, shell_id: shellId })).code, "shell_not_found");
+
+      await call("workspace_file_write", {
+        workspace_id: id,
+        path: "srv.pl",
+        text: 'use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8090, Listen => 5, ReuseAddr => 1) or die; $| = 1; print "up $ENV{T}\\n"; while (my $c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\n\\r\\nmcp-page"; close $c }\n',
+      });
+      const svc = structured(
+        await call("service_start", {
+          workspace_id: id,
+          name: "web",
+          command: "perl srv.pl",
+          readiness: { type: "tcp", port: 8090, timeout_seconds: 60 },
+          publish: [{ guest_port: 8090 }],
+          secret_env: { T: "TOKEN" },
+        }),
+      );
+      assert.equal(svc.state, "ready");
+      const hostPort = (svc.published_ports as { host_port: number }[])[0]!.host_port;
+      assert.equal(await (await fetch(`http://127.0.0.1:${hostPort}/`)).text(), "mcp-page");
+      assert.equal((structured(await call("service_list", { workspace_id: id })).services as unknown[]).length, 1);
+      assert.equal(structured(await call("service_status", { workspace_id: id, name: "web" })).state, "ready");
+      assert.match(String(structured(await call("service_logs", { workspace_id: id, name: "web", tail_lines: 5 })).output), /up \[REDACTED:TOKEN\]/);
+      assert.equal(structured(await call("service_stop", { workspace_id: id, name: "web" })).state, "exited");
+      assert.equal(failure(await call("service_status", { workspace_id: id, name: "nope" })).code, "service_not_found");
+      const exec = structured(await call("workspace_exec", { workspace_id: id, command: "echo $T", secret_env: { T: "FILED" } }));
+      assert.equal(exec.stdout, "[REDACTED:FILED]\n");
+      structured(await call("workspace_delete", { workspace_id: id }));
+      for (const text of seen) assert.ok(!text.includes(token) && !text.includes("from-a-file"), `a result carried a secret: ${text.slice(0, 300)}`);
+    } finally {
+      await full.close();
+    }
   });
 
   test("workspace-full, after listTools: every refusal of the VM tools is an isError result with a hint", async () => {

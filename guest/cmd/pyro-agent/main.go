@@ -20,7 +20,10 @@ import (
 	"pyro/guest/internal/ports"
 	"pyro/guest/internal/protocol"
 	"pyro/guest/internal/reaper"
+	"pyro/guest/internal/secrets"
+	"pyro/guest/internal/services"
 	"pyro/guest/internal/session"
+	"pyro/guest/internal/shells"
 )
 
 const portWait = 10 * time.Second
@@ -79,6 +82,10 @@ func runPID1() {
 		Reaper:   rp,
 		PowerOff: func() { initsys.PowerOff(logf) },
 		Logf:     logf,
+		// Shared by every port: shells and services outlive sessions.
+		Shells:   shells.NewRegistry(rp),
+		Services: services.NewRegistry(rp),
+		Secrets:  secrets.New(secrets.VMDir, true),
 	}
 	found, err := ports.Finder{}.Wait(portWait)
 	if err != nil {
@@ -142,15 +149,20 @@ func runListen(addr string) error {
 	// Become a subreaper so orphaned background processes are reaped by us,
 	// as they would be by PID 1 in the VM.
 	_ = prctl(prSetChildSubreaper, 1)
+	rp := reaper.Start()
 	opts := session.Options{
 		PID1:     false,
 		Identity: identity.Applier{Live: false},
-		Reaper:   reaper.Start(),
+		Reaper:   rp,
 		PowerOff: func() {
 			os.Remove(path)
 			os.Exit(0)
 		},
-		Logf: log.Printf,
+		Logf:     log.Printf,
+		Shells:   shells.NewRegistry(rp),
+		Services: services.NewRegistry(rp),
+		// $PYRO_AGENT_SECRETS_DIR; no tmpfs off-VM.
+		Secrets: secrets.New("", false),
 	}
 	log.Print("ready")
 	for {

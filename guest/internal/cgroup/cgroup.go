@@ -110,6 +110,25 @@ func New() (*Group, error) {
 	return &Group{dir: dir}, nil
 }
 
+// NewNamed makes the cgroup commands/NAME for a shell or a service (names
+// never look like a numbered command's, so sweeps leave them alone). A group
+// of that name that is still there, holding what an earlier instance left
+// behind, is reused.
+func NewNamed(name string) (*Group, error) {
+	if !Enabled() {
+		return nil, errors.New("cgroups are not set up")
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || isNumbered(name) {
+		return nil, fmt.Errorf("invalid cgroup name %q", name)
+	}
+	dir := filepath.Join(Root, commandsName, name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	_ = write(filepath.Join(dir, "pids.max"), strconv.Itoa(PidsMax/2))
+	return &Group{dir: dir}, nil
+}
+
 // Add moves a process into the group.
 func (g *Group) Add(pid int) error {
 	return write(filepath.Join(g.dir, "cgroup.procs"), strconv.Itoa(pid))
@@ -157,10 +176,23 @@ func sweep() {
 		return
 	}
 	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "c") {
+		if e.IsDir() && isNumbered(e.Name()) {
 			_ = syscall.Rmdir(filepath.Join(Root, commandsName, e.Name()))
 		}
 	}
+}
+
+// isNumbered says whether name is a command's group (c1, c2, …).
+func isNumbered(name string) bool {
+	if len(name) < 2 || name[0] != 'c' {
+		return false
+	}
+	for _, r := range name[1:] {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func write(path, value string) error {

@@ -1,6 +1,11 @@
 // Package process runs one exec request: a child in its own process group
 // and (in a VM) its own cgroup, a deadline that kills every process of it at
 // once, and bounded, back-pressured delivery of its stdout and stderr.
+//
+// Shells and services start from the same ground, which this package also
+// provides: the shell (Shell), the base environment (Env), the working
+// directory (WorkDir), the cgroup (JoinCgroup) and the exit status
+// (ExitStatus).
 package process
 
 import (
@@ -28,6 +33,8 @@ const (
 
 	// DefaultPath is the PATH of the base environment.
 	DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// DevNull is the stdin of commands and services.
+	DevNull = "/dev/null"
 )
 
 // Paths consulted at start time.
@@ -35,7 +42,6 @@ const (
 	bashPath         = "/bin/bash"
 	shPath           = "/bin/sh"
 	defaultWorkspace = "/workspace"
-	devNull          = "/dev/null"
 )
 
 // Stream identifies stdout or stderr.
@@ -114,25 +120,11 @@ func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
 	if spec.Timeout <= 0 {
 		return nil, errors.New("timeout must be positive")
 	}
-	shellPath, shellName := shPath, "sh"
-	if isExecutable(bashPath) {
-		shellPath, shellName = bashPath, "bash"
-	}
-	env := buildEnv(shellPath, spec.Env)
-
-	cwd := spec.Cwd
-	if cwd == "" {
-		cwd = "/"
-		if fi, err := os.Stat(defaultWorkspace); err == nil && fi.IsDir() {
-			cwd = defaultWorkspace
-		}
-	}
-	// The child's chdir failure would only surface as a bare errno, so check
-	// here to give the host a message that names the culprit.
-	if fi, err := os.Stat(cwd); err != nil {
-		return nil, fmt.Errorf("cwd: %w", err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("cwd %s: not a directory", cwd)
+	shellPath, shellName := Shell()
+	env := Env(shellPath, spec.Env)
+	cwd, err := WorkDir(spec.Cwd)
+	if err != nil {
+		return nil, err
 	}
 
 	var path string
@@ -140,16 +132,15 @@ func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
 	if spec.Shell != "" {
 		path, argv = shellPath, []string{shellName, "-lc", spec.Shell}
 	} else {
-		var err error
 		if path, err = lookPath(spec.Argv[0], envValue(env, "PATH"), cwd); err != nil {
 			return nil, err
 		}
 		argv = spec.Argv
 	}
 
-	stdin, err := os.Open(devNull)
+	stdin, err := os.Open(DevNull)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", devNull, err)
+		return nil, fmt.Errorf("open %s: %w", DevNull, err)
 	}
 	defer stdin.Close()
 	outR, outW, err := os.Pipe()
@@ -186,17 +177,9 @@ func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
 		maxOutput: spec.MaxOutput,
 		started:   started,
 	}
-	if cgroup.Enabled() {
-		// The command is still starting its shell: moved now, everything it
-		// starts from here on is in its group, within reach of one kill.
-		if g, err := cgroup.New(); err == nil {
-			if err := g.Add(pid); err == nil {
-				p.group = g
-			} else {
-				g.Remove()
-			}
-		}
-	}
+	// The command is still starting its shell: moved now, everything it
+	// starts from here on is in its group, within reach of one kill.
+	p.group = JoinCgroup(pid, "")
 	p.timer = time.AfterFunc(spec.Timeout, p.deadline)
 	return p, nil
 }
@@ -292,13 +275,7 @@ func (p *Proc) Wait(emit func(Stream, []byte)) Result {
 		StdoutTruncated: counts[Stdout] > p.maxOutput,
 		StderrTruncated: counts[Stderr] > p.maxOutput,
 	}
-	switch {
-	case st.Wait.Signaled():
-		res.ExitCode = 128 + int(st.Wait.Signal())
-		res.Signal = SignalName(st.Wait.Signal())
-	default:
-		res.ExitCode = st.Wait.ExitStatus()
-	}
+	res.ExitCode, res.Signal = ExitStatus(st.Wait)
 	if timedOut {
 		res.ExitCode = TimeoutExitCode
 	}
@@ -343,9 +320,19 @@ func TimeoutFromMillis(ms int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// buildEnv returns the base environment overlaid with extra, sorted so the
-// child sees a deterministic order.
-func buildEnv(shellPath string, extra map[string]string) []string {
+// Shell returns the shell commands, shells and services run with: bash
+// when /bin/bash exists, else sh.
+func Shell() (path, name string) {
+	if isExecutable(bashPath) {
+		return bashPath, "bash"
+	}
+	return shPath, "sh"
+}
+
+// Env returns the base environment for a child whose shell is shellPath,
+// overlaid with each of overlays in turn, sorted so the child sees a
+// deterministic order.
+func Env(shellPath string, overlays ...map[string]string) []string {
 	m := map[string]string{
 		"PATH":    DefaultPath,
 		"HOME":    "/root",
@@ -355,8 +342,10 @@ func buildEnv(shellPath string, extra map[string]string) []string {
 		"LOGNAME": "root",
 		"SHELL":   shellPath,
 	}
-	for k, v := range extra {
-		m[k] = v
+	for _, extra := range overlays {
+		for k, v := range extra {
+			m[k] = v
+		}
 	}
 	env := make([]string, 0, len(m))
 	for k, v := range m {
@@ -364,6 +353,60 @@ func buildEnv(shellPath string, extra map[string]string) []string {
 	}
 	sort.Strings(env)
 	return env
+}
+
+// WorkDir resolves a requested working directory: "" means /workspace when
+// it exists, else /. The result is checked to be a directory, because the
+// child's chdir failure would only surface as a bare errno; the error names
+// the culprit instead.
+func WorkDir(cwd string) (string, error) {
+	if cwd == "" {
+		cwd = "/"
+		if fi, err := os.Stat(defaultWorkspace); err == nil && fi.IsDir() {
+			cwd = defaultWorkspace
+		}
+	}
+	if fi, err := os.Stat(cwd); err != nil {
+		return "", fmt.Errorf("cwd: %w", err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("cwd %s: not a directory", cwd)
+	}
+	return cwd, nil
+}
+
+// JoinCgroup moves pid into a cgroup of its own: commands/NAME, or the next
+// numbered one when name is "". It returns nil when the guest has no
+// cgroups (off-VM) or the move failed; the process group is then all there
+// is to signal.
+func JoinCgroup(pid int, name string) *cgroup.Group {
+	if !cgroup.Enabled() {
+		return nil
+	}
+	var g *cgroup.Group
+	var err error
+	if name == "" {
+		g, err = cgroup.New()
+	} else {
+		g, err = cgroup.NewNamed(name)
+	}
+	if err != nil {
+		return nil
+	}
+	if err := g.Add(pid); err != nil {
+		g.Remove()
+		return nil
+	}
+	return g
+}
+
+// ExitStatus converts a wait status into the protocol's exit code (the
+// status, or 128+N when killed by signal N) and signal name ("" unless
+// killed by a signal).
+func ExitStatus(ws syscall.WaitStatus) (int, string) {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), SignalName(ws.Signal())
+	}
+	return ws.ExitStatus(), ""
 }
 
 func envValue(env []string, key string) string {

@@ -345,3 +345,29 @@ func TestSignalName(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvOverlaysInOrder(t *testing.T) {
+	env := Env("/bin/bash", map[string]string{"TERM": "xterm-256color", "A": "1"}, map[string]string{"A": "2"}, nil)
+	want := map[string]bool{"TERM=xterm-256color": true, "A=2": true, "SHELL=/bin/bash": true, "PATH=" + DefaultPath: true}
+	for _, kv := range env {
+		delete(want, kv)
+	}
+	if len(want) != 0 {
+		t.Fatalf("missing %v in %v", want, env)
+	}
+}
+
+func TestWorkDirAndExitStatus(t *testing.T) {
+	if d, err := WorkDir(""); err != nil || (d != "/" && d != defaultWorkspace) {
+		t.Fatalf("default %q %v", d, err)
+	}
+	if _, err := WorkDir("/no/such/dir"); err == nil {
+		t.Fatal("missing dir accepted")
+	}
+	if code, sig := ExitStatus(syscall.WaitStatus(3 << 8)); code != 3 || sig != "" {
+		t.Fatalf("exit 3: %d %q", code, sig)
+	}
+	if code, sig := ExitStatus(syscall.WaitStatus(syscall.SIGTERM)); code != 143 || sig != "SIGTERM" {
+		t.Fatalf("SIGTERM: %d %q", code, sig)
+	}
+}

@@ -1,7 +1,10 @@
 package process
 
 import (
+	"os"
+	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -67,4 +70,34 @@ func ParseKillSignal(name string) (syscall.Signal, bool) {
 		return syscall.SIGINT, true
 	}
 	return 0, false
+}
+
+var restoreOnce sync.Once
+
+// RestoreChildSignals makes children start with the default action for
+// SIGHUP and SIGINT even when the agent itself was started with them
+// ignored (as a background job of a script is): the Go runtime keeps such
+// an inherited SIG_IGN, children inherit it, and a shell's jobs would then
+// ignore the SIGINT that shell_signal (or Ctrl-C) sends them. The agent
+// goes on ignoring those signals, through a handler that drops them, and a
+// caught signal is reset to the default action in a child. In PID-1 mode
+// the agent catches them already, so nothing changes there.
+func RestoreChildSignals() {
+	restoreOnce.Do(func() {
+		var sigs []os.Signal
+		for _, s := range []os.Signal{syscall.SIGHUP, syscall.SIGINT} {
+			if signal.Ignored(s) {
+				sigs = append(sigs, s)
+			}
+		}
+		if len(sigs) == 0 {
+			return
+		}
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, sigs...)
+		go func() {
+			for range ch {
+			}
+		}()
+	})
 }

@@ -32,6 +32,32 @@ const (
 	TypeGetTar    = "get_tar"
 	TypeTarData   = "tar_data"
 	TypeSync      = "sync"
+
+	TypeSecretsPut = "secrets_put"
+
+	TypeShellOpen   = "shell_open"
+	TypeShellRead   = "shell_read"
+	TypeShellWrite  = "shell_write"
+	TypeShellResize = "shell_resize"
+	TypeShellSignal = "shell_signal"
+	TypeShellClose  = "shell_close"
+	TypeShellList   = "shell_list"
+
+	TypeServiceStart  = "service_start"
+	TypeServiceStatus = "service_status"
+	TypeServiceLogs   = "service_logs"
+	TypeServiceStop   = "service_stop"
+	TypeServiceRemove = "service_remove"
+	TypeProbe         = "probe"
+
+	TypeTCPOpen     = "tcp_open"
+	TypeTCPOpened   = "tcp_opened"
+	TypeTCPData     = "tcp_data"
+	TypeTCPEOF      = "tcp_eof"
+	TypeTCPClosed   = "tcp_closed"
+	TypeTCPSend     = "tcp_send"
+	TypeTCPShutdown = "tcp_shutdown"
+	TypeTCPClose    = "tcp_close"
 )
 
 // Error codes.
@@ -45,6 +71,13 @@ const (
 	CodeIOError     = "io_error"
 	CodeOutside     = "outside_root"
 	CodeWrongType   = "wrong_type"
+
+	CodeSecretNotFound = "secret_not_found"
+	CodeTooMany        = "too_many"
+	CodeShellExited    = "shell_exited"
+	CodeAlreadyExists  = "already_exists"
+	CodeConnectFailed  = "connect_failed"
+	CodeKillFailed     = "kill_failed"
 )
 
 // MaxEntropyLen bounds the hello payload.
@@ -105,6 +138,8 @@ type Exec struct {
 	Env            map[string]string `json:"env"`
 	TimeoutMs      *int64            `json:"timeout_ms"`
 	MaxOutputBytes *int64            `json:"max_output_bytes"`
+	// SecretEnv maps environment variables to the secrets they get.
+	SecretEnv map[string]string `json:"secret_env"`
 	// Sync flushes every filesystem to disk before the exit reply, so
 	// what the command wrote survives the VM being killed right after.
 	Sync bool `json:"sync"`
@@ -227,4 +262,173 @@ type GetTarOK struct {
 	Symlinks int64  `json:"symlinks"`
 	Bytes    int64  `json:"bytes"`
 	Skipped  int64  `json:"skipped"`
+}
+
+// SecretsPutOK is the reply to secrets_put.
+type SecretsPutOK struct {
+	Type  string `json:"type"`
+	ID    uint64 `json:"id"`
+	Count int    `json:"count"`
+}
+
+// ShellRequest is the body of every shell_* request; each uses some of
+// the fields. Pointers distinguish "absent".
+type ShellRequest struct {
+	ShellID       *string           `json:"shell_id"`
+	Cwd           *string           `json:"cwd"`
+	Cols          *int64            `json:"cols"`
+	Rows          *int64            `json:"rows"`
+	Env           map[string]string `json:"env"`
+	SecretEnv     map[string]string `json:"secret_env"`
+	Cursor        *int64            `json:"cursor"`
+	MaxBytes      *int64            `json:"max_bytes"`
+	WaitForIdleMs *int64            `json:"wait_for_idle_ms"`
+	WaitMs        *int64            `json:"wait_ms"`
+	Signal        *string           `json:"signal"`
+}
+
+// ShellOpenOK is the reply to shell_open.
+type ShellOpenOK struct {
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	ShellID string `json:"shell_id"`
+	Pid     int    `json:"pid"`
+}
+
+// ShellReadOK carries the output from start to next_cursor as payload.
+// ExitCode and Signal are only present once the shell has exited (Signal
+// only when a signal ended it).
+type ShellReadOK struct {
+	Type         string  `json:"type"`
+	ID           uint64  `json:"id"`
+	Start        int64   `json:"start"`
+	NextCursor   int64   `json:"next_cursor"`
+	DroppedBytes int64   `json:"dropped_bytes"`
+	End          int64   `json:"end"`
+	IdleMs       int64   `json:"idle_ms"`
+	State        string  `json:"state"`
+	ExitCode     *int    `json:"exit_code,omitempty"`
+	Signal       *string `json:"signal,omitempty"`
+}
+
+// Shell and service states.
+const (
+	StateRunning = "running"
+	StateExited  = "exited"
+)
+
+// ShellSignalOK is the reply to shell_signal.
+type ShellSignalOK struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+	Pgid int    `json:"pgid"`
+}
+
+// ExitOK is the reply to shell_close and service_stop: how it ended.
+type ExitOK struct {
+	Type     string  `json:"type"`
+	ID       uint64  `json:"id"`
+	ExitCode int     `json:"exit_code"`
+	Signal   *string `json:"signal"` // null unless killed by a signal
+}
+
+// ShellInfo is one entry of shell_list.
+type ShellInfo struct {
+	ShellID       string  `json:"shell_id"`
+	Pid           int     `json:"pid"`
+	Cols          int     `json:"cols"`
+	Rows          int     `json:"rows"`
+	Cwd           string  `json:"cwd"`
+	State         string  `json:"state"`
+	ExitCode      *int    `json:"exit_code,omitempty"`
+	Signal        *string `json:"signal,omitempty"`
+	End           int64   `json:"end"`
+	StartedUnixMs int64   `json:"started_unix_ms"`
+}
+
+// ShellListOK is the reply to shell_list.
+type ShellListOK struct {
+	Type   string      `json:"type"`
+	ID     uint64      `json:"id"`
+	Shells []ShellInfo `json:"shells"`
+}
+
+// ServiceRequest is the body of every service_* request; each uses some
+// of the fields.
+type ServiceRequest struct {
+	Name      *string           `json:"name"`
+	Shell     *string           `json:"shell"`
+	Cwd       *string           `json:"cwd"`
+	Env       map[string]string `json:"env"`
+	SecretEnv map[string]string `json:"secret_env"`
+	TailLines *int64            `json:"tail_lines"`
+	MaxBytes  *int64            `json:"max_bytes"`
+	GraceMs   *int64            `json:"grace_ms"`
+}
+
+// ServiceStartOK is the reply to service_start.
+type ServiceStartOK struct {
+	Type          string `json:"type"`
+	ID            uint64 `json:"id"`
+	Pid           int    `json:"pid"`
+	StartedUnixMs int64  `json:"started_unix_ms"`
+}
+
+// ServiceInfo is one entry of service_status.
+type ServiceInfo struct {
+	Name          string  `json:"name"`
+	Command       string  `json:"command"`
+	Pid           int     `json:"pid"`
+	State         string  `json:"state"`
+	ExitCode      *int    `json:"exit_code,omitempty"`
+	Signal        *string `json:"signal,omitempty"`
+	StartedUnixMs int64   `json:"started_unix_ms"`
+	EndedUnixMs   *int64  `json:"ended_unix_ms,omitempty"`
+	OutputBytes   int64   `json:"output_bytes"`
+}
+
+// ServiceStatusOK is the reply to service_status.
+type ServiceStatusOK struct {
+	Type     string        `json:"type"`
+	ID       uint64        `json:"id"`
+	Services []ServiceInfo `json:"services"`
+}
+
+// ServiceLogsOK carries the selected output as payload.
+type ServiceLogsOK struct {
+	Type         string `json:"type"`
+	ID           uint64 `json:"id"`
+	DroppedBytes int64  `json:"dropped_bytes"`
+	TotalBytes   int64  `json:"total_bytes"`
+	Truncated    bool   `json:"truncated"`
+}
+
+// Probe is the body of a probe request.
+type Probe struct {
+	Kind *string `json:"kind"`
+	Path *string `json:"path"`
+	Port *int64  `json:"port"`
+	URL  *string `json:"url"`
+}
+
+// ProbeOK is the reply to probe.
+type ProbeOK struct {
+	Type   string `json:"type"`
+	ID     uint64 `json:"id"`
+	Ready  bool   `json:"ready"`
+	Detail string `json:"detail"`
+}
+
+// TCPRequest is the body of tcp_open (Port) and of tcp_send, tcp_shutdown
+// and tcp_close (Target, the id of the tcp_open).
+type TCPRequest struct {
+	Port   *int64  `json:"port"`
+	Target *uint64 `json:"target"`
+}
+
+// TCPClosed is the last frame of a forwarded connection.
+type TCPClosed struct {
+	Type  string `json:"type"`
+	ID    uint64 `json:"id"`
+	Error string `json:"error,omitempty"`
 }

@@ -18,7 +18,6 @@ import (
 	"io"
 	"log"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +27,10 @@ import (
 	"pyro/guest/internal/process"
 	"pyro/guest/internal/protocol"
 	"pyro/guest/internal/reaper"
+	"pyro/guest/internal/secrets"
+	"pyro/guest/internal/services"
+	"pyro/guest/internal/shells"
+	"pyro/guest/internal/tcpfwd"
 )
 
 const (
@@ -57,6 +60,30 @@ type Options struct {
 	BootID func() string
 	// Logf logs diagnostics; defaults to log.Printf.
 	Logf func(format string, args ...any)
+	// Shells and Services are the agent's registries, shared by every
+	// endpoint; they default to ones shared by the whole process.
+	Shells   *shells.Registry
+	Services *services.Registry
+	// Secrets is the secrets directory; it defaults to the VM's (with its
+	// tmpfs) in PID-1 mode, else $PYRO_AGENT_SECRETS_DIR.
+	Secrets *secrets.Store
+}
+
+// The process-wide defaults of Options' registries: whatever endpoint a
+// request comes through, it sees the same shells, services and secrets.
+var (
+	sharedOnce     sync.Once
+	sharedShells   *shells.Registry
+	sharedServices *services.Registry
+	sharedSecrets  [2]*secrets.Store // off-VM, PID 1
+)
+
+func sharedDefaults(r *reaper.Reaper) {
+	sharedOnce.Do(func() {
+		sharedShells = shells.NewRegistry(r)
+		sharedServices = services.NewRegistry(r)
+		sharedSecrets = [2]*secrets.Store{secrets.New("", false), secrets.New(secrets.VMDir, true)}
+	})
 }
 
 // Conn serves one endpoint. Serve may be called repeatedly (once per host
@@ -80,6 +107,8 @@ type session struct {
 	established bool          // true if started by hello
 	done        chan struct{} // closed when a newer session replaces it
 
+	tcp *tcpfwd.Table // forwarded connections
+
 	mu    sync.Mutex
 	execs map[uint64]*process.Proc // running execs, for kill
 	puts  map[uint64]*putTar       // put_tar transfers, by id
@@ -102,6 +131,22 @@ func NewConn(w io.Writer, opts Options) *Conn {
 	}
 	if opts.PowerOff == nil {
 		opts.PowerOff = func() {}
+	}
+	if opts.Shells == nil || opts.Services == nil || opts.Secrets == nil {
+		sharedDefaults(opts.Reaper)
+		if opts.Shells == nil {
+			opts.Shells = sharedShells
+		}
+		if opts.Services == nil {
+			opts.Services = sharedServices
+		}
+		if opts.Secrets == nil {
+			if opts.PID1 {
+				opts.Secrets = sharedSecrets[1]
+			} else {
+				opts.Secrets = sharedSecrets[0]
+			}
+		}
 	}
 	c := &Conn{
 		opts: opts,
@@ -141,13 +186,17 @@ func (c *Conn) Serve(r io.Reader) error {
 // newSessionLocked bumps the epoch and returns a fresh session; c.mu must
 // be held (or c not yet shared).
 func (c *Conn) newSessionLocked(established bool) *session {
-	return &session{
+	s := &session{
 		epoch:       c.epoch.Add(1),
 		established: established,
 		done:        make(chan struct{}),
 		execs:       map[uint64]*process.Proc{},
 		puts:        map[uint64]*putTar{},
 	}
+	s.tcp = tcpfwd.NewTable(func(header any, payload []byte) bool {
+		return c.sendFlushed(s, header, payload, nil)
+	}, s.done)
+	return s
 }
 
 // replaceSession ends the current session and starts a new one. The epoch
@@ -160,6 +209,7 @@ func (c *Conn) replaceSession(established bool) *session {
 	c.cur = c.newSessionLocked(established)
 	close(old.done)
 	old.abortPuts()
+	old.tcp.CloseAll()
 	return c.cur
 }
 
@@ -280,6 +330,18 @@ func (c *Conn) handle(f protocol.Frame) {
 			syncAll()
 			c.send(s, protocol.OK{Type: protocol.TypeOK, ID: id}, nil)
 		}()
+	case protocol.TypeSecretsPut:
+		c.secretsPut(s, id, f.Payload)
+	case protocol.TypeShellOpen, protocol.TypeShellRead, protocol.TypeShellWrite, protocol.TypeShellResize,
+		protocol.TypeShellSignal, protocol.TypeShellClose, protocol.TypeShellList:
+		c.shellRequest(s, id, typ, f)
+	case protocol.TypeServiceStart, protocol.TypeServiceStatus, protocol.TypeServiceLogs,
+		protocol.TypeServiceStop, protocol.TypeServiceRemove:
+		c.serviceRequest(s, id, typ, f.Header)
+	case protocol.TypeProbe:
+		c.probe(s, id, f.Header)
+	case protocol.TypeTCPOpen, protocol.TypeTCPSend, protocol.TypeTCPShutdown, protocol.TypeTCPClose:
+		c.tcpRequest(s, id, typ, f)
 	default:
 		c.sendError(s, id, protocol.CodeBadRequest, fmt.Sprintf("unknown request type %q", typ))
 	}
@@ -329,13 +391,21 @@ func (c *Conn) hello(id uint64, f protocol.Frame) {
 	}, nil)
 }
 
-// parseExec validates an exec request into a process.Spec, and whether to
-// sync the filesystems once the command is over.
-func parseExec(header []byte) (process.Spec, bool, error) {
+// parseExec validates an exec request into a process.Spec, whether to
+// sync the filesystems once the command is over, and its secret_env.
+func parseExec(header []byte) (process.Spec, bool, map[string]string, error) {
 	var req protocol.Exec
 	if err := json.Unmarshal(header, &req); err != nil {
-		return process.Spec{}, false, fmt.Errorf("exec: %v", err)
+		return process.Spec{}, false, nil, fmt.Errorf("exec: %v", err)
 	}
+	spec, syncAfter, err := execSpec(req)
+	if err == nil {
+		err = checkSecretEnv("exec", req.SecretEnv)
+	}
+	return spec, syncAfter, req.SecretEnv, err
+}
+
+func execSpec(req protocol.Exec) (process.Spec, bool, error) {
 	hasArgv, hasShell := req.Argv != nil, req.Shell != nil
 	if hasArgv == hasShell {
 		return process.Spec{}, false, errors.New("exec: exactly one of argv and shell is required")
@@ -355,10 +425,8 @@ func parseExec(header []byte) (process.Spec, bool, error) {
 	if req.MaxOutputBytes == nil || *req.MaxOutputBytes < 0 {
 		return process.Spec{}, false, errors.New("exec: max_output_bytes must be a non-negative integer")
 	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return process.Spec{}, false, fmt.Errorf("exec: invalid environment variable %q", clip(k))
-		}
+	if err := checkEnv("exec", req.Env); err != nil {
+		return process.Spec{}, false, err
 	}
 	spec := process.Spec{
 		Argv:      req.Argv,
@@ -379,7 +447,7 @@ func parseExec(header []byte) (process.Spec, bool, error) {
 }
 
 func (c *Conn) exec(s *session, id uint64, header []byte) {
-	spec, syncAfter, err := parseExec(header)
+	spec, syncAfter, secretEnv, err := parseExec(header)
 	if err != nil {
 		c.sendError(s, id, protocol.CodeBadRequest, err.Error())
 		return
@@ -392,6 +460,9 @@ func (c *Conn) exec(s *session, id uint64, header []byte) {
 	if dup {
 		c.sendError(s, id, protocol.CodeBadRequest, fmt.Sprintf("exec: id %d is already running", id))
 		return
+	}
+	if spec.Env, err = c.withSecrets(s, id, "exec", spec.Env, secretEnv); err != nil {
+		return // replied
 	}
 	proc, err := process.Start(c.opts.Reaper, spec)
 	if err != nil {
@@ -469,7 +540,7 @@ func (c *Conn) kill(s *session, id uint64, header []byte) {
 		return
 	}
 	if err := proc.Signal(sig); err != nil {
-		c.sendError(s, id, "kill_failed", "kill: "+err.Error())
+		c.sendError(s, id, protocol.CodeKillFailed, "kill: "+err.Error())
 		return
 	}
 	c.send(s, protocol.OK{Type: protocol.TypeOK, ID: id}, nil)
@@ -487,11 +558,15 @@ func (c *Conn) poweroff(s *session, id uint64) {
 }
 
 // clip bounds a message and keeps it valid UTF-8.
-func clip(s string) string {
-	if len(s) <= maxMessageLen {
+func clip(s string) string { return clipTo(s, maxMessageLen) }
+
+// clipTo bounds s to n bytes (plus an ellipsis when cut), keeping it valid
+// UTF-8.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	s = s[:maxMessageLen]
+	s = s[:n]
 	for len(s) > 0 && !utf8.ValidString(s) {
 		s = s[:len(s)-1]
 	}
