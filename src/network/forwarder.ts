@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import { createServer, type Server, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import type { Readable } from "node:stream";
@@ -45,6 +46,8 @@ const MAX_CLIENT_BACKLOG = 8 * 1024 * 1024;
 /** The agent session is given back this long after the last connection closed. */
 const SESSION_IDLE_MS = 3000;
 const WATCH_MS = 1000;
+/** How long a new forwarder waits for the process that started it to record it. */
+const RECORD_GRACE_MS = 15_000;
 const FRAME_BYTES = 64 * 1024;
 
 function entryScript(): { script: string; execArgv: string[] } {
@@ -151,9 +154,12 @@ export async function runForwarder(config: ForwarderConfig, readyFd: number): Pr
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);
+  const startedAt = Date.now();
   const watch = setInterval(() => {
     void (async () => {
-      if (!existsSync(config.dir) || !(await isSameProcessAlive(config.qemu.pid, config.qemu.startTime))) {
+      // Gone with its VM; and gone if the record never took it (the process that started it died first).
+      const orphaned = Date.now() - startedAt > RECORD_GRACE_MS && !recordNamesMe(config.dir);
+      if (orphaned || !existsSync(config.dir) || !(await isSameProcessAlive(config.qemu.pid, config.qemu.startTime))) {
         clearInterval(watch);
         shutdown();
       }
@@ -161,6 +167,16 @@ export async function runForwarder(config: ForwarderConfig, readyFd: number): Pr
   }, WATCH_MS);
 }
 
+
+/** Whether the VM's record lists this process as a forwarder (an unreadable record counts as yes). */
+function recordNamesMe(dir: string): boolean {
+  try {
+    const record = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as { published?: { forwarder?: { pid?: number } }[] };
+    return (record.published ?? []).some((port) => port.forwarder?.pid === process.pid);
+  } catch {
+    return true;
+  }
+}
 
 /** The open forwarded connections, all carried by one agent session while any is open. */
 class Connections {

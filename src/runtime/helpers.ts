@@ -1,5 +1,5 @@
-import { killAndWait } from "../util/proc.js";
-import type { VmRecord } from "./store.js";
+import { isSameProcessAlive, killAndWait } from "../util/proc.js";
+import type { PublishedPort, VmRecord } from "./store.js";
 
 /**
  * Ends the host processes that serve a VM while it runs: the network helper
@@ -10,4 +10,12 @@ export async function killHelpers(record: Pick<VmRecord, "netd" | "published">):
   if (record.netd) await killAndWait(record.netd.pid, record.netd.startTime);
   const forwarders = new Map((record.published ?? []).map((port) => [`${port.forwarder.pid}:${port.forwarder.startTime}`, port.forwarder]));
   await Promise.all([...forwarders.values()].map((forwarder) => killAndWait(forwarder.pid, forwarder.startTime)));
+}
+
+/** The published ports whose forwarder still runs (one killed from outside has released its port). */
+export async function livePublished(record: Pick<VmRecord, "published" | "state">): Promise<PublishedPort[]> {
+  if (record.state !== "started") return [];
+  const live: PublishedPort[] = [];
+  for (const port of record.published ?? []) if (await isSameProcessAlive(port.forwarder.pid, port.forwarder.startTime)) live.push(port);
+  return live;
 }

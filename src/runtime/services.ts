@@ -7,6 +7,7 @@ import { PUBLISH_HOST, startForwarder } from "../network/forwarder.js";
 import { resolveWorkspaceDest } from "../sources/tree.js";
 import { readJsonIfExists, writeJsonAtomic } from "../util/fs.js";
 import { killAndWait } from "../util/proc.js";
+import { livePublished } from "./helpers.js";
 import type { Redactor } from "./secrets.js";
 import { networkPolicyOf, type PublishedPort, type VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
@@ -308,7 +309,7 @@ export class WorkspaceServices {
       return { guest: all, bootId: session.hello?.bootId ?? "" };
     });
     const current = await this.vms.store.read(id);
-    const published = current?.published ?? [];
+    const published = current ? await livePublished(current) : [];
     const byName = new Map<string, GuestService>(guest.map((s) => [s.name, s]));
     const names = [...new Set([...byName.keys(), ...Object.keys(records)])].filter((n) => name === undefined || n === name).sort();
     if (name !== undefined && names.length === 0) {

@@ -11,6 +11,7 @@ import { networkPolicyOf, type VmRecord } from "../runtime/store.js";
 import { VmPool } from "../runtime/pool.js";
 import { Reaper } from "../runtime/reaper.js";
 import { VmManager } from "../runtime/vms.js";
+import { livePublished } from "../runtime/helpers.js";
 import { WORKSPACE_PATH, WorkspaceManager } from "../runtime/workspaces.js";
 import { workspaceRelative } from "../runtime/workspace-files.js";
 import { Redactor, resolveSecrets } from "../runtime/secrets.js";
@@ -566,7 +567,7 @@ export class Pyro implements AsyncDisposable {
       allowHosts: record.allowHosts ?? [],
       allowedDestinations: on ? (record.openedDestinations ?? []) : [],
       alwaysBlocked: [...ALWAYS_BLOCKED, ...ALSO_BLOCKED],
-      publishedPorts: record.state === "started" ? (record.published ?? []).map((p) => ({ guestPort: p.guestPort, hostPort: p.hostPort, host: "127.0.0.1" as const })) : [],
+      publishedPorts: (await livePublished(record)).map((p) => ({ guestPort: p.guestPort, hostPort: p.hostPort, host: "127.0.0.1" as const })),
       interface: on ? "eth0" : null,
       guestIp: on ? GUEST_NET.ip : null,
       prefixLength: on ? GUEST_NET.prefixLength : null,

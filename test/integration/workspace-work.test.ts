@@ -168,6 +168,11 @@ describe("shells, services, published ports and secrets, on real guests", () => 
     await rejectsWith(pyro.startService(ws.workspaceId, { name: "Bad Name", command: "true" }), "invalid_argument");
     await rejectsWith(pyro.startService(ws.workspaceId, { name: "x", command: "true", readiness: { type: "http", url: "file:///etc/passwd" } }), "invalid_argument");
     await rejectsWith(pyro.serviceStatus(ws.workspaceId, "nope"), "service_not_found");
+    // Two processes starting one name at once: one service runs, the other call is refused.
+    const both = await Promise.allSettled([0, 1].map(() => pyro.startService(ws.workspaceId, { name: "twin", command: "sleep 1000" })));
+    assert.deepEqual(both.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+    assert.match(String((both.find((r) => r.status === "rejected") as PromiseRejectedResult).reason), /already running/);
+    await pyro.stopService(ws.workspaceId, "twin");
   });
 
   test("secrets reach commands, shells and services only when asked, and every returned byte is redacted", async () => {
@@ -216,6 +221,39 @@ describe("shells, services, published ports and secrets, on real guests", () => 
     await ws.export(out, { path: "leak.txt" });
     assert.equal(readFileSync(out, "utf8"), "key: [REDACTED:API_TOKEN]\n");
     assert.ok(!JSON.stringify(await ws.diff()).includes(token));
+  });
+
+  test("services and their ports survive stop/start with memory; a killed forwarder is not reported; reset ends them and redelivers secrets", async () => {
+    const keep = await pyro.startService(ws.workspaceId, { name: "keep", command: "perl server.pl 8085", readiness: { type: "tcp", port: 8085 }, publish: [{ guestPort: 8085 }] });
+    const hostPort = keep.publishedPorts[0]!.hostPort;
+    const shell = await pyro.openShell(ws.workspaceId);
+    await pyro.writeShell(ws.workspaceId, shell.shellId, "export KEPT=yes");
+    assert.equal(await (await fetch(`http://127.0.0.1:${hostPort}/`)).text(), "hello from the guest\n");
+
+    await pyro.stopWorkspace(ws.workspaceId);
+    assert.equal(await listening(hostPort), false, "a stopped workspace publishes nothing");
+    const started = await pyro.startWorkspace(ws.workspaceId);
+    assert.equal(started.bootMode, "resume");
+    const after = await pyro.serviceStatus(ws.workspaceId, "keep");
+    assert.equal(after.state, "ready");
+    assert.deepEqual(after.publishedPorts.map((p) => p.hostPort), [hostPort], "the same host port again");
+    assert.equal(await (await fetch(`http://127.0.0.1:${hostPort}/`)).text(), "hello from the guest\n");
+    await pyro.writeShell(ws.workspaceId, shell.shellId, "echo kept=$KEPT");
+    await readUntil(ws, shell.shellId, 0, /kept=yes/);
+
+    // A forwarder killed from outside has released its port; status does not claim it.
+    const record = JSON.parse(readFileSync(join(stateDir, "vms", ws.workspaceId, "vm.json"), "utf8")) as { published: { forwarder: { pid: number } }[] };
+    process.kill(record.published[0]!.forwarder.pid, "SIGKILL");
+    for (let i = 0; i < 50 && (await listening(hostPort)); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual((await pyro.serviceStatus(ws.workspaceId, "keep")).publishedPorts, []);
+    assert.deepEqual((await pyro.networkInfoVm(ws.workspaceId)).publishedPorts, []);
+
+    await pyro.resetWorkspace(ws.workspaceId);
+    assert.deepEqual(await pyro.listServices(ws.workspaceId), []);
+    await rejectsWith(pyro.readShell(ws.workspaceId, shell.shellId), "shell_not_found");
+    const again = await pyro.execWorkspace(ws.workspaceId, { command: "echo $T", secretEnv: { T: "API_TOKEN" } });
+    assert.equal(again.stdout, "[REDACTED:API_TOKEN]\n");
+    await ws.writeFile("server.pl", SERVER_PL);
   });
 
   test("publishing needs egress+published-ports; the CLI drives shells, services and secrets", async () => {
