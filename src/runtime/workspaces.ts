@@ -537,10 +537,17 @@ export class WorkspaceManager {
     const later = events.filter((e) => e.at >= since && e.kind !== "touch");
     const eventLines = later.slice(-SUMMARY_EVENTS).map((e) => ({ at: e.at, kind: e.kind, detail: describeEvent(e) }));
     let changes: WorkspaceSummary["changes"] = null;
+    let services: WorkspaceSummary["services"] = null;
     if (record.state === "started" && record.executionMode === "guest") {
       const diff = await this.files.diff(id, 1, signal);
       const pick = (status: string) => diff.files.filter((f) => f.status === status).map((f) => f.path);
       changes = { added: pick("added"), modified: pick("modified"), deleted: pick("deleted") };
+      services = (await this.services.status(id, undefined, signal)).map((s) => ({
+        name: s.name,
+        state: s.state,
+        exitCode: s.exitCode,
+        publishedPorts: s.publishedPorts.map((p) => ({ guestPort: p.guestPort, hostPort: p.hostPort })),
+      }));
     }
     const failed = journal.filter((e) => e.exitCode !== 0).length;
     const lines = [
@@ -552,8 +559,15 @@ export class WorkspaceManager {
         ? `files changed from the baseline: ${changes.added.length} added, ${changes.modified.length} modified, ${changes.deleted.length} deleted` +
           [...changes.added.map((p) => `\n  A ${p}`), ...changes.modified.map((p) => `\n  M ${p}`), ...changes.deleted.map((p) => `\n  D ${p}`)].slice(0, SUMMARY_FILES).join("")
         : `files: not compared (the workspace is ${record.state})`,
+      ...(services?.length
+        ? [
+            `services: ${services
+              .map((s) => `${s.name} (${s.state === "exited" ? `exited ${s.exitCode ?? "?"}` : s.state}${s.publishedPorts.map((p) => `, 127.0.0.1:${p.hostPort} → ${p.guestPort}`).join("")})`)
+              .join(", ")}`,
+          ]
+        : []),
     ];
-    return { record, since, commandCount: commands.length, failedCommands: failed, commands: shown, events: eventLines, changes, text: lines.join("\n") };
+    return { record, since, commandCount: commands.length, failedCommands: failed, commands: shown, events: eventLines, changes, services, text: lines.join("\n") };
   }
 }
 
@@ -590,6 +604,8 @@ export interface WorkspaceSummary {
   events: { at: string; kind: string; detail: string }[];
   /** Files that differ from the baseline now; null when the workspace is not running. */
   changes: { added: string[]; modified: string[]; deleted: string[] } | null;
+  /** Its services and their published ports; null when the workspace is not running. */
+  services: { name: string; state: "running" | "ready" | "exited"; exitCode: number | null; publishedPorts: { guestPort: number; hostPort: number }[] }[] | null;
   /** All of it as a few lines of text. */
   text: string;
 }

@@ -821,6 +821,9 @@ const DEFINITIONS: readonly ToolDefinition[] = [
       commands: z.array(z.object({ sequence: z.number().int(), command: z.string(), exit_code: z.number().int(), timed_out: z.boolean() })),
       events: z.array(z.object({ at: z.string(), kind: z.string(), detail: z.string() })),
       changes: z.object({ added: z.array(z.string()), modified: z.array(z.string()), deleted: z.array(z.string()) }).nullable(),
+      services: z
+        .array(z.object({ name: z.string(), state: z.enum(["running", "ready", "exited"]), exit_code: z.number().int().nullable(), published_ports: z.array(z.object({ guest_port: z.number().int(), host_port: z.number().int() })) }))
+        .nullable(),
       text: z.string(),
     }),
     annotations: readOnly("Summarize a workspace"),

@@ -147,6 +147,8 @@ describe("shells, services, published ports and secrets, on real guests", () => 
     assert.match((await pyro.serviceLogs(ws.workspaceId, "web", { tailLines: 3 })).output, /served GET \/ HTTP\/1.1/);
     const summary = await pyro.summaryWorkspace(ws.workspaceId);
     assert.match(summary.text, /service_start: web \(published 127\.0\.0\.1:\d+ → 8080\)/);
+    assert.match(summary.text, /services: web \(ready, 127\.0\.0\.1:\d+ → 8080\)/);
+    assert.deepEqual(summary.services?.find((x) => x.name === "web")?.publishedPorts, [{ guestPort: 8080, hostPort: port.hostPort }]);
 
     const stopped = await pyro.stopService(ws.workspaceId, "web");
     assert.equal(stopped.state, "exited");
