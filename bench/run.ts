@@ -74,6 +74,13 @@ async function waitForFillers(): Promise<void> {
   while (Date.now() < deadline && spawnSync("pgrep", ["-f", `[b]in/pyro pool fill`]).status === 0) await new Promise((r) => setTimeout(r, 200));
 }
 
+/** User and system CPU time of a process so far, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 function rssMib(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
@@ -193,15 +200,24 @@ async function main(): Promise<void> {
     throughput.push({ parallel, runs: total, runsPerSecond: total / ((performance.now() - started) / 1000) });
   }
 
-  log("QEMU resident memory of restored 1024 MiB guests (4 at once)");
+  log("QEMU resident memory and idle CPU of restored 1024 MiB guests (4 at once; CPU over 10 s)");
   const held = await Promise.all([1, 2, 3, 4].map(async () => pyro.startVm((await pyro.createVm({ environment: "debian:12", memMib: 1024 })).vmId)));
   const rss: number[] = [];
+  const qemuPids: number[] = [];
   for (const info of held) {
     const record = await runtime.status(info.vmId);
-    if (record.qemu) rss.push(rssMib(record.qemu.pid));
+    if (record.qemu) {
+      rss.push(rssMib(record.qemu.pid));
+      qemuPids.push(record.qemu.pid);
+    }
   }
+  await new Promise((r) => setTimeout(r, 2000));
+  const before = qemuPids.map(cpuTicks);
+  await new Promise((r) => setTimeout(r, 10_000));
+  // Clock ticks are 1/100 s: ticks over 10 s are the percentage of one core over 10.
+  const idleCpuPercent = qemuPids.map((pid, i) => (cpuTicks(pid) - before[i]!) / 10);
   for (const info of held) await pyro.deleteVm(info.vmId);
-  const memory = { guestMemMib: 1024, qemuRssMib: rss.map((m) => Math.round(m)), averageMib: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length) };
+  const memory = { guestMemMib: 1024, qemuRssMib: rss.map((m) => Math.round(m)), averageMib: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length), idleCpuPercent };
 
   log(`workspaces: create empty, create seeded (10 MB in 1,000 files), exec, push; ${runs} runs`);
   const seed = join(stateDir, "seed");
@@ -345,6 +361,7 @@ async function main(): Promise<void> {
     `ratios with a warm pool (medians): runInVm cold/pooled ${ratios.coldOverPooledRunInVm.toFixed(1)}x, runInVm pooled/host floor ${ratios.pooledRunInVmOverHostFloor.toFixed(1)}x`,
     `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
+    `idle VM, host CPU per QEMU over 10 s: ${memory.idleCpuPercent.map((p) => `${p.toFixed(1)} %`).join(", ")} of one core`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
     `workspace export throughput (10 MB in 1,000 files, median): ${exportMBps.toFixed(1)} MB/s`,
     `published port throughput (20 MiB HTTP body from a guest service to a host client, median of 3): ${publishedMBps.toFixed(1)} MB/s`,

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { chooseAccel } from "../backends/qemu/accel.js";
 import { operatorDestinations } from "../network/policy.js";
@@ -7,6 +8,7 @@ import { packageRoot } from "../config.js";
 import type { ResolvedVmOptions } from "./types.js";
 import { debug } from "../util/log.js";
 import { tryLock } from "../util/lock.js";
+import { sameProcess, selfProcess } from "../util/proc.js";
 import type { ProcessRef, VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
 
@@ -31,9 +33,9 @@ function positive(value: string | undefined, fallback: number): number {
   return Number.isFinite(n) && n >= 0 ? Math.floor(n) : fallback;
 }
 
-export function poolSettings(env: NodeJS.ProcessEnv): PoolSettings {
+export function poolSettings(env: NodeJS.ProcessEnv, defaultSize = 0): PoolSettings {
   return {
-    size: positive(env.PYRO_POOL_SIZE, 0),
+    size: positive(env.PYRO_POOL_SIZE, defaultSize),
     maxMib: positive(env.PYRO_POOL_MAX_MIB, 4096),
     ttlSeconds: Math.max(60, positive(env.PYRO_POOL_TTL_SECONDS, 3600)),
   };
@@ -41,9 +43,22 @@ export function poolSettings(env: NodeJS.ProcessEnv): PoolSettings {
 
 export class VmPool {
   readonly settings: PoolSettings;
+  /** Refills run in this process (a server) rather than in a detached one (a CLI run that exits). */
+  private readonly inProcess: boolean;
+  private filling: Promise<void> = Promise.resolve();
+  private readonly stopping = new AbortController();
 
-  constructor(private readonly vms: VmManager) {
-    this.settings = poolSettings(vms.env);
+  /**
+   * `keepWarm`: this process is long-lived and keeps `keepWarm` VMs per
+   * shape it has run, refilled here and deleted by `drain()`; the pooled
+   * VMs name it as owner, so they go with it should it die.
+   */
+  constructor(
+    private readonly vms: VmManager,
+    keepWarm?: number,
+  ) {
+    this.settings = poolSettings(vms.env, keepWarm ?? 0);
+    this.inProcess = keepWarm !== undefined;
   }
 
   get enabled(): boolean {
@@ -108,7 +123,7 @@ export class VmPool {
   }
 
   /** Makes pooled VMs of this shape until the pool is full or the memory cap is reached. Returns how many it made. */
-  async fill(options: ResolvedVmOptions): Promise<number> {
+  async fill(options: ResolvedVmOptions, owner?: ProcessRef): Promise<number> {
     if (!this.enabled) return 0;
     const key = await this.keyFor(options);
     if (!key) return 0;
@@ -123,10 +138,11 @@ export class VmPool {
         for (const stale of pooled.filter((r) => r.environment === options.environment && r.pool && r.pool.key !== key)) await this.vms.delete(stale.vmId);
         const mine = pooled.filter((r) => r.pool?.key === key);
         const usedMib = pooled.reduce((sum, r) => sum + r.memMib, 0);
-        if (mine.length >= this.settings.size || usedMib + options.memMib > this.settings.maxMib) break;
-        const record = await this.vms.create({ ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false });
+        if (mine.length >= this.settings.size || usedMib + options.memMib > (await this.memoryCapMib())) break;
+        if (this.stopping.signal.aborted) break;
+        const record = await this.vms.create({ ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false }, {}, { kind: "vm", workspace: null, owner: owner ?? null });
         try {
-          await this.vms.start(record.vmId);
+          await this.vms.start(record.vmId, { signal: this.stopping.signal });
           // Warm the exec path once, so the run that takes this VM does not pay for the emulator's first translation.
           await this.vms.exec(record.vmId, { command: "true", timeoutSeconds: 30 });
           await this.vms.store.update(record.vmId, (current) => ({ ...current, state: "pooled", pool: { key } }));
@@ -143,9 +159,32 @@ export class VmPool {
     return made;
   }
 
-  /** Refills the pool from a detached process, so the caller (often a short CLI run) need not wait. */
+  /**
+   * The pool's memory cap: PYRO_POOL_MAX_MIB, and never more than half of
+   * what the host has available now, so warm VMs never crowd out real work.
+   */
+  private async memoryCapMib(): Promise<number> {
+    const meminfo = await readFile("/proc/meminfo", "utf8").catch(() => "");
+    const availableKib = Number(/^MemAvailable:\s+(\d+)/m.exec(meminfo)?.[1] ?? NaN);
+    return Number.isFinite(availableKib) ? Math.min(this.settings.maxMib, Math.floor(availableKib / 1024 / 2)) : this.settings.maxMib;
+  }
+
+  /**
+   * Refills the pool after a claim: in this process when it keeps VMs warm
+   * (a server), else from a detached process, so the caller (often a short
+   * CLI run) need not wait.
+   */
   refillInBackground(options: ResolvedVmOptions): void {
     if (!this.enabled) return;
+    if (this.inProcess) {
+      if (this.stopping.signal.aborted) return;
+      this.filling = this.filling
+        .then(async () => {
+          await this.fill(options, await selfProcess());
+        })
+        .catch((error: unknown) => debug("pool", `could not refill: ${String(error)}`));
+      return;
+    }
     const args = [
       join(packageRoot(), "bin", "pyro"),
       "pool",
@@ -170,5 +209,14 @@ export class VmPool {
     } catch (error) {
       debug("pool", `could not start a pool filler: ${String(error)}`);
     }
+  }
+
+  /** Stops refilling and deletes the pooled VMs this process made (a server shutting down). */
+  async drain(): Promise<void> {
+    if (!this.inProcess) return;
+    this.stopping.abort();
+    await this.filling;
+    const me = await selfProcess();
+    for (const record of await this.pooled()) if (sameProcess(record.owner, me)) await this.vms.delete(record.vmId).catch(() => undefined);
   }
 }

@@ -72,6 +72,16 @@ export interface PyroOptions {
   environmentsDir?: string;
   /** Environment variables to read settings from. Default `process.env`. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * For a long-lived process: VMs to keep warm per machine shape `runInVm`
+   * has used, so the next run starts from one. They are refilled in this
+   * process after each run, capped by memory (PYRO_POOL_MAX_MIB, and half of
+   * what the host has available), and deleted by `close()` (or by the next
+   * pyro process, should this one die). `PYRO_POOL_SIZE` overrides. Default:
+   * none kept here (a CLI run refills from a detached process only when
+   * PYRO_POOL_SIZE is set). `pyro mcp serve` keeps 1.
+   */
+  keepWarm?: number;
 }
 
 const REAP_INTERVAL_MS = 30_000;
@@ -94,7 +104,10 @@ export class Pyro implements AsyncDisposable {
     this.paths = resolvePaths(options, env);
     this.vms = new VmManager(this.paths, env);
     this.workspaces = new WorkspaceManager(this.vms);
-    this.pool = new VmPool(this.vms);
+    if (options.keepWarm !== undefined && (!Number.isSafeInteger(options.keepWarm) || options.keepWarm < 0 || options.keepWarm > 16)) {
+      throw new InvalidArgumentError("keepWarm", "must be a whole number from 0 to 16");
+    }
+    this.pool = new VmPool(this.vms, options.keepWarm);
     this.reaper = new Reaper(this.vms);
   }
 
@@ -657,6 +670,7 @@ export class Pyro implements AsyncDisposable {
    * process until deleted or expired). Calls after `close()` still work.
    */
   async close(): Promise<void> {
+    await this.pool.drain();
     await this.vms.close();
   }
 

@@ -14,7 +14,8 @@ import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, rem
 
 const stateDir = tempStateDir();
 const scratch = mkdtempSync(join(tmpdir(), "pyro-mcp-"));
-const serverEnv = { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0" } as Record<string, string>;
+// The server's warm pool is off here (each test checks that nothing is left); one test below turns it on.
+const serverEnv = { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0", PYRO_POOL_SIZE: "0" } as Record<string, string>;
 
 const EXPECTED: Record<string, string[]> = {
   "vm-run": ["vm_run"],
@@ -466,6 +467,42 @@ describe("pyro mcp serve with a real MCP client", () => {
     } finally {
       await full.close();
     }
+  });
+
+  test("by default the server keeps a VM warm per shape vm_run used, serves the next vm_run from it, and deletes it on exit", async () => {
+    const { PYRO_POOL_SIZE: _off, ...env } = serverEnv;
+    const transport = new StdioClientTransport({ command: process.execPath, args: [PYRO_BIN, "mcp", "serve"], env, stderr: "pipe" });
+    const own = new Client({ name: "pyro-test", version: "1.0.0" });
+    await own.connect(transport);
+    const child = (transport as unknown as { _process: ChildProcess })._process;
+    const exited = new Promise<number | null>((resolvePromise) => child.once("exit", (code) => resolvePromise(code)));
+    try {
+      await own.listTools();
+      const pooled = () =>
+        vmDirsUnder(stateDir).filter((dir) => {
+          try {
+            return (JSON.parse(readFileSync(join(stateDir, "vms", dir, "vm.json"), "utf8")) as { state: string }).state === "pooled";
+          } catch {
+            return false;
+          }
+        });
+      assert.equal(structured(await own.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "echo first" } })).stdout, "first\n");
+      for (let i = 0; i < 600 && pooled().length === 0; i++) await sleep(100);
+      assert.equal(pooled().length, 1, "one VM is kept warm after the first run");
+      const messages: string[] = [];
+      const second = structured(
+        await own.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "echo second" } }, undefined, { onprogress: (p) => messages.push(String(p.message)) }),
+      );
+      assert.equal(second.stdout, "second\n");
+      assert.ok(messages.some((m) => m.includes("from the pool")), messages.join(" | "));
+      for (let i = 0; i < 600 && pooled().length === 0; i++) await sleep(100);
+      assert.equal(pooled().length, 1, "refilled after the claim");
+    } finally {
+      await own.close().catch(() => undefined);
+    }
+    assert.equal(await exited, 0);
+    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 
   for (const how of ["SIGTERM", "SIGINT", "stdin EOF"] as const) {

@@ -1,5 +1,6 @@
 import { Option, type Command } from "commander";
 import { InvalidArgumentError } from "../../errors.js";
+import { Pyro } from "../../sdk/pyro.js";
 import { DEFAULT_PROFILE, PROFILE_TOOLS, PROFILES, type ProfileName } from "../../tools/profiles.js";
 import type { CliContext } from "../context.js";
 import { intParser } from "../options.js";
@@ -20,6 +21,11 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
     .option("--allow-root <dir>", "a host directory whose files models may name as seed_path or source_path (repeatable; default: the current directory, unless it is / or the home directory or above it)", collect, [])
     .option("--allow-host <name>", "limit every guest's network to these host names (repeatable; *.example.org for subdomains); tools may narrow it, never widen it", collect, [])
     .option("--allow-host-compat", "when no guest can boot on this host, let tools run commands on the host WITHOUT isolation (default off; models cannot turn it on)")
+    .addOption(
+      new Option("--keep-warm <n>", "VMs kept warm per machine shape vm_run has used, refilled after each run and deleted on exit (0 turns it off; PYRO_POOL_SIZE overrides)")
+        .default(1)
+        .argParser(intParser("--keep-warm", "keepWarm")),
+    )
     .addHelpText(
       "after",
       `
@@ -42,8 +48,11 @@ stderr; either way it is written to <state dir>/mcp/http-<port>.token (mode
 0600) while the server runs. The Host header must name this server (DNS
 rebinding protection).`,
     )
-    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHost: string[]; allowHostCompat?: boolean }) => {
+    .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHost: string[]; allowHostCompat?: boolean; keepWarm: number }) => {
       if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`);
+      if (flags.keepWarm < 0 || flags.keepWarm > 16) throw new InvalidArgumentError("keepWarm", `--keep-warm must be between 0 and 16, got ${flags.keepWarm}`);
+      // A server lives long: it keeps VMs warm so a model's vm_run starts from one, and deletes them when it stops.
+      const pyro = new Pyro({ keepWarm: flags.keepWarm });
       // The MCP SDK and the tool schemas load only here: every other command starts faster.
       const [{ serveHttp, serveStdio }, { defaultToolPolicy }] = await Promise.all([import("../../mcp/server.js"), import("../../tools/policy.js")]);
       const policy = defaultToolPolicy({
@@ -65,14 +74,15 @@ rebinding protection).`,
       process.on("uncaughtException", onException);
       try {
         if (flags.transport === "stdio") {
-          await serveStdio(ctx.pyro, { ...options, signal: ctx.signal });
+          await serveStdio(pyro, { ...options, signal: ctx.signal });
           return;
         }
         const token = process.env.PYRO_MCP_TOKEN || undefined;
-        const handle = await serveHttp(ctx.pyro, { ...options, host: flags.host, port: flags.port, token });
+        const handle = await serveHttp(pyro, { ...options, host: flags.host, port: flags.port, token });
         await new Promise<void>((resolvePromise) => ctx.signal.addEventListener("abort", () => resolvePromise(), { once: true }));
         await handle.close();
       } finally {
+        await pyro.close();
         await ctx.pyro.close();
         process.off("unhandledRejection", onRejection);
         process.off("uncaughtException", onException);
