@@ -13,7 +13,7 @@
  * from a guest to a server in a network namespace made for the purpose
  * (opened explicitly; as root only).
  *
- *   npm run bench [-- --runs N] [-- --json]
+ *   npm run bench [-- --runs N] [-- --json] [-- --only work]
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -26,7 +26,7 @@ import { Pyro } from "../src/index.js";
 import { VmManager } from "../src/runtime/vms.js";
 import { startTcpServers, TestNetns } from "../test/netns.js";
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false } } });
+const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false }, only: { type: "string" } } });
 const runs = Math.max(1, Number(values.runs));
 const restoreRuns = Math.max(20, runs);
 const stateDir = mkdtempSync(join(tmpdir(), "pyro-bench-"));
@@ -86,9 +86,68 @@ function rssMib(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
 }
 
+/** Shells, services and published ports; returns the published port's throughput in MB/s. */
+async function benchWork(results: Stats[]): Promise<number> {
+  log(`shells and services: open, echo round trip, service start to ready (HTTP), published-port requests; ${runs} runs`);
+  const work = await pyro.createWorkspace({ environment: "debian:12", networkPolicy: "egress+published-ports" });
+  // An HTTP/1.0 server in the guest's perl: a short page, or BIG bytes for throughput.
+  await work.writeFile(
+    "srv.pl",
+    'use IO::Socket::INET; $SIG{PIPE} = "IGNORE"; my $port = shift; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port, Listen => 64, ReuseAddr => 1) or die "$!";\n' +
+      'my $body = $ENV{BIG} ? "x" x $ENV{BIG} : "ok\\n"; $| = 1;\n' +
+      'while (my $c = $s->accept) { my $r = <$c>; while (my $l = <$c>) { last if $l =~ /^\\r?\\n$/ } print $c "HTTP/1.0 200 OK\\r\\nContent-Length: " . length($body) . "\\r\\n\\r\\n" . $body; close $c }\n',
+  );
+  const shellIds: string[] = [];
+  results.push(stats("shell open", await repeat(runs, async () => shellIds.push((await pyro.openShell(work.workspaceId)).shellId))));
+  const shell = shellIds[0]!;
+  let cursor = (await pyro.readShell(work.workspaceId, shell, { waitForIdleMs: 300 })).nextCursor;
+  let mark = 0;
+  const echoes = await repeat(runs, async () => {
+    const want = `mark-${++mark}-end`;
+    // Typed as two words, so only the command's output holds the whole mark.
+    await pyro.writeShell(work.workspaceId, shell, `echo mark-${mark} -end | tr -d ' '`);
+    let seen = "";
+    while (!seen.includes(want)) {
+      const read = await pyro.readShell(work.workspaceId, shell, { cursor });
+      seen += read.output;
+      cursor = read.nextCursor;
+    }
+  });
+  results.push(stats("shell write + read of an echo, round trip", echoes));
+  for (const id of shellIds) await pyro.closeShell(work.workspaceId, id);
+  let svc = 0;
+  const serviceStarts = await repeat(runs, async () => {
+    const port = 8200 + svc;
+    await pyro.startService(work.workspaceId, { name: `s${svc++}`, command: `perl srv.pl ${port}`, readiness: { type: "http", url: `http://127.0.0.1:${port}/` } });
+  });
+  results.push(stats("service start until ready (HTTP readiness)", serviceStarts));
+  for (let i = 0; i < svc; i++) await pyro.stopService(work.workspaceId, `s${i}`);
+  const web = await pyro.startService(work.workspaceId, { name: "web", command: "perl srv.pl 8300", readiness: { type: "tcp", port: 8300 }, publish: [{ guestPort: 8300 }] });
+  const hostPort = web.publishedPorts[0]!.hostPort;
+  await (await fetch(`http://127.0.0.1:${hostPort}/`)).text();
+  results.push(stats("published port: HTTP request from the host", await repeat(Math.max(runs, 10), async () => (await fetch(`http://127.0.0.1:${hostPort}/`)).text())));
+  const bigBytes = 20 * 1024 * 1024;
+  const bigService = await pyro.startService(work.workspaceId, { name: "big", command: `BIG=${bigBytes} perl srv.pl 8302`, readiness: { type: "tcp", port: 8302 }, publish: [{ guestPort: 8302 }] });
+  const bigPort = bigService.publishedPorts[0]?.hostPort;
+  if (bigPort === undefined) throw new Error(`no published port: ${JSON.stringify(bigService)}`);
+  const transfers = await repeat(3, async () => {
+    const body = await (await fetch(`http://127.0.0.1:${bigPort}/`)).arrayBuffer();
+    if (body.byteLength !== bigBytes) throw new Error(`got ${body.byteLength} bytes`);
+  });
+  await work.delete();
+  return bigBytes / 1e6 / (stats("", transfers).medianMs / 1000);
+}
+
 async function main(): Promise<void> {
   await pyro.pullEnvironment("debian:12", { warm: true });
   const results: Stats[] = [];
+  if (values.only === "work") {
+    // Only shells, services and published ports (npm run bench -- --only work).
+    const publishedMBps = await benchWork(results);
+    for (const r of results) process.stdout.write(`${r.name}: median ${r.medianMs.toFixed(1)} ms (min ${r.minMs.toFixed(1)}, max ${r.maxMs.toFixed(1)}, ${r.runs} runs)\n`);
+    process.stdout.write(`published port throughput (20 MiB HTTP body, median of 3): ${publishedMBps.toFixed(1)} MB/s\n`);
+    return;
+  }
 
   // First, while this process is small: spawning from a large process costs more, which is not the floor.
   log(`host bash -c true, ${runs} runs`);
@@ -288,53 +347,7 @@ async function main(): Promise<void> {
   }
   await edit.delete();
 
-  log(`shells and services: open, echo round trip, service start to ready (HTTP), published-port requests; ${runs} runs`);
-  const work = await pyro.createWorkspace({ environment: "debian:12", networkPolicy: "egress+published-ports" });
-  // An HTTP/1.0 server in the guest's perl: a short page, or BIG bytes for throughput.
-  await work.writeFile(
-    "srv.pl",
-    'use IO::Socket::INET; my $port = shift; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port, Listen => 64, ReuseAddr => 1) or die "$!";\n' +
-      'my $body = $ENV{BIG} ? "x" x $ENV{BIG} : "ok\\n"; $| = 1;\n' +
-      'while (my $c = $s->accept) { my $r = <$c>; while (my $l = <$c>) { last if $l =~ /^\\r?\\n$/ } print $c "HTTP/1.0 200 OK\\r\\nContent-Length: " . length($body) . "\\r\\n\\r\\n" . $body; close $c }\n',
-  );
-  const shellIds: string[] = [];
-  results.push(stats("shell open", await repeat(runs, async () => shellIds.push((await pyro.openShell(work.workspaceId)).shellId))));
-  const shell = shellIds[0]!;
-  let cursor = (await pyro.readShell(work.workspaceId, shell, { waitForIdleMs: 300 })).nextCursor;
-  let mark = 0;
-  const echoes = await repeat(runs, async () => {
-    const want = `mark-${++mark}-end`;
-    // Typed as two words, so only the command's output holds the whole mark.
-    await pyro.writeShell(work.workspaceId, shell, `echo mark-${mark} -end | tr -d ' '`);
-    let seen = "";
-    while (!seen.includes(want)) {
-      const read = await pyro.readShell(work.workspaceId, shell, { cursor });
-      seen += read.output;
-      cursor = read.nextCursor;
-    }
-  });
-  results.push(stats("shell write + read of an echo, round trip", echoes));
-  for (const id of shellIds) await pyro.closeShell(work.workspaceId, id);
-  let svc = 0;
-  const serviceStarts = await repeat(runs, async () => {
-    const port = 8200 + svc;
-    await pyro.startService(work.workspaceId, { name: `s${svc++}`, command: `perl srv.pl ${port}`, readiness: { type: "http", url: `http://127.0.0.1:${port}/` } });
-  });
-  results.push(stats("service start until ready (HTTP readiness)", serviceStarts));
-  for (let i = 0; i < svc; i++) await pyro.stopService(work.workspaceId, `s${i}`);
-  const web = await pyro.startService(work.workspaceId, { name: "web", command: "perl srv.pl 8300", readiness: { type: "tcp", port: 8300 }, publish: [{ guestPort: 8300 }] });
-  const hostPort = web.publishedPorts[0]!.hostPort;
-  await (await fetch(`http://127.0.0.1:${hostPort}/`)).text();
-  results.push(stats("published port: HTTP request from the host", await repeat(Math.max(runs, 10), async () => (await fetch(`http://127.0.0.1:${hostPort}/`)).text())));
-  const bigBytes = 20 * 1024 * 1024;
-  const bigService = await pyro.startService(work.workspaceId, { name: "big", command: `BIG=${bigBytes} perl srv.pl 8302`, readiness: { type: "tcp", port: 8302 }, publish: [{ guestPort: 8302 }] });
-  const bigPort = bigService.publishedPorts[0]!.hostPort;
-  const transfers = await repeat(3, async () => {
-    const body = await (await fetch(`http://127.0.0.1:${bigPort}/`)).arrayBuffer();
-    if (body.byteLength !== bigBytes) throw new Error(`got ${body.byteLength} bytes`);
-  });
-  const publishedMBps = bigBytes / 1e6 / (stats("", transfers).medianMs / 1000);
-  await work.delete();
+  const publishedMBps = await benchWork(results);
 
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
   const byName = (name: string) => results.find((r) => r.name === name)!;

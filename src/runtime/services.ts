@@ -1,4 +1,4 @@
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { AgentSession } from "../agent/client.js";
 import { probe, removeService, serviceLogs, serviceStatus, startService, stopService, type GuestService, type ProbeSpec } from "../agent/workloads.js";
@@ -6,7 +6,7 @@ import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
 import { PUBLISH_HOST, startForwarder } from "../network/forwarder.js";
 import { resolveWorkspaceDest } from "../sources/tree.js";
 import { readJsonIfExists, writeJsonAtomic } from "../util/fs.js";
-import { killAndWait } from "../util/proc.js";
+import { isSameProcessAlive, killAndWait } from "../util/proc.js";
 import { livePublished } from "./helpers.js";
 import type { Redactor } from "./secrets.js";
 import { networkPolicyOf, type PublishedPort, type VmRecord } from "./store.js";
@@ -285,6 +285,11 @@ export class WorkspaceServices {
     if (!kept) {
       await killAndWait(forwarder.pid, forwarder.startTime);
       throw new PyroError(ErrorCode.vmNotRunning, `workspace ${id} stopped while its ports were being published`);
+    }
+    if (!(await isSameProcessAlive(forwarder.pid, forwarder.startTime))) {
+      const log = await readFile(join(this.vms.store.dir(id), "forwarders.log"), "utf8").catch(() => "");
+      await this.unpublish(id, name);
+      throw new PyroError(ErrorCode.internal, `the forwarder of service ${name}'s ports exited right after it started${log.trim() ? `: ${log.trim().split("\n").slice(-5).join("\n")}` : ""}`);
     }
     return forwarder.ports;
   }

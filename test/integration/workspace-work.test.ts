@@ -22,7 +22,7 @@ after(async () => {
 });
 
 /** A small HTTP/1.0 server: debian:12 has perl with IO::Socket, not python. It logs each request line. */
-const SERVER_PL = `use strict; use IO::Socket::INET;
+const SERVER_PL = `use strict; use IO::Socket::INET; $SIG{PIPE} = "IGNORE";
 my $port = shift // 8080;
 my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port, Listen => 16, ReuseAddr => 1) or die "listen on $port: $!\\n";
 $| = 1;
