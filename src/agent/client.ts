@@ -19,7 +19,7 @@ export interface HelloReply {
 }
 
 export interface ExecRequest {
-  /** Run through `bash -lc` (or `sh -lc`). */
+  /** A shell line: `bash -c` under the guest's login environment (captured once; `sh -lc` without bash). */
   shell?: string;
   argv?: string[];
   cwd?: string;

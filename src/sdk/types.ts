@@ -47,7 +47,7 @@ export interface VmOptions extends CallOptions {
 }
 
 export interface ExecOptions extends CallOptions {
-  /** Shell command line, run with `bash -lc` in the guest (in `/workspace`). */
+  /** Shell command line, run by bash in the guest with its login environment (as `bash -lc` sets it), in `/workspace`. */
   command: string;
   /** Seconds before the command's whole process group is killed (result `timedOut`, exit code 124). Default 30. */
   timeoutSeconds?: number;
@@ -261,7 +261,7 @@ export interface ServiceReadiness {
 export interface ServiceStartOptions extends CallOptions {
   /** 1-63 lowercase letters, digits, `._-`. Unique among the workspace's running services. */
   name: string;
-  /** Shell command, run with `bash -lc` in `/workspace` (or `cwd`); it should stay in the foreground. */
+  /** Shell command, run by bash with the login environment in `/workspace` (or `cwd`); it should stay in the foreground. */
   command: string;
   cwd?: string;
   /** When the service counts as ready; the call returns then. Without it, as soon as it started. */

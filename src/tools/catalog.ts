@@ -56,7 +56,7 @@ const environment = z
   .string()
   .min(1)
   .describe(`Guest environment: ${CATALOG.map((spec) => `${spec.name} (${spec.description})`).join("; ")}.`);
-const command = z.string().min(1).max(Limits.maxCommandBytes).describe("Shell command line, run with bash -lc in the guest, in /workspace.");
+const command = z.string().min(1).max(Limits.maxCommandBytes).describe("Shell command line, run by bash in the guest with the login environment (as bash -lc would set it), in /workspace.");
 const vcpuCount = z.number().int().min(1).max(64).describe(`Virtual CPUs, 1 to the host's core count. Default ${Defaults.vcpuCount}.`);
 const memMib = z.number().int().min(Limits.minMemMib).max(Limits.maxMemMib).describe(`Guest memory in MiB. Default ${Defaults.memMib}.`);
 const timeoutSeconds = z.number().int().min(1).max(Limits.maxTimeoutSeconds).describe(`Seconds before the command is killed (result timed_out, exit_code 124). Default ${Defaults.timeoutSeconds}.`);

@@ -56,7 +56,7 @@ func TestEndToEndShellsServicesSecretsTCP(t *testing.T) {
 	sock := startAgent(t, bin, "PYRO_AGENT_SECRETS_DIR="+secretsDir)
 	a := dial(t, sock)
 	a.send(map[string]any{"type": "hello", "id": 1, "nonce": "n"}, nil)
-	if h := a.expect("hello_ok", 1); h.str("agent_version") != "1.2.0" {
+	if h := a.expect("hello_ok", 1); h.str("agent_version") != "1.3.0" {
 		t.Fatalf("hello_ok %v", h.h)
 	}
 	home := map[string]string{"HOME": t.TempDir()}
@@ -71,6 +71,16 @@ func TestEndToEndShellsServicesSecretsTCP(t *testing.T) {
 		"env": home, "secret_env": map[string]string{"T": "TOKEN"}}, nil)
 	if so, _, exit := a.runExec(3); so != "e2e-secret\n" || exit.num("exit_code") != 0 {
 		t.Fatalf("exec %q %v", so, exit.h)
+	}
+
+	// Agent 1.3: a shell command's env and secret_env win over the login
+	// environment (Debian's /etc/profile sets PATH unconditionally).
+	if _, err := os.Stat("/bin/bash"); err == nil {
+		a.send(map[string]any{"type": "exec", "id": 35, "shell": `echo "$PATH|$T|$0"`, "timeout_ms": 5000, "max_output_bytes": 100,
+			"env": map[string]string{"PATH": "/custom/bin:/usr/bin:/bin", "T": "plain"}, "secret_env": map[string]string{"T": "TOKEN"}}, nil)
+		if so, _, exit := a.runExec(35); so != "/custom/bin:/usr/bin:/bin|e2e-secret|bash\n" || exit.num("exit_code") != 0 {
+			t.Fatalf("exec %q %v", so, exit.h)
+		}
 	}
 
 	// A shell, with the secret too.

@@ -3,9 +3,13 @@
 // once, and bounded, back-pressured delivery of its stdout and stderr.
 //
 // Shells and services start from the same ground, which this package also
-// provides: the shell (Shell), the base environment (Env), the working
-// directory (WorkDir), the cgroup (JoinCgroup) and the exit status
-// (ExitStatus).
+// provides: the shell (Shell), the base environment (Env), how a command
+// line runs (ShellCommand), the working directory (WorkDir), the cgroup
+// (JoinCgroup) and the exit status (ExitStatus).
+//
+// A command line runs as `bash -c` with the login environment that
+// package loginenv captured once, rather than as `bash -lc`, which would
+// run the profile scripts again for every command.
 package process
 
 import (
@@ -17,10 +21,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"pyro/guest/internal/cgroup"
+	"pyro/guest/internal/loginenv"
 	"pyro/guest/internal/reaper"
 )
 
@@ -120,18 +126,18 @@ func start(r *reaper.Reaper, spec Spec) (*Proc, error) {
 	if spec.Timeout <= 0 {
 		return nil, errors.New("timeout must be positive")
 	}
-	shellPath, shellName := Shell()
-	env := Env(shellPath, spec.Env)
 	cwd, err := WorkDir(spec.Cwd)
 	if err != nil {
 		return nil, err
 	}
 
 	var path string
-	var argv []string
+	var argv, env []string
 	if spec.Shell != "" {
-		path, argv = shellPath, []string{shellName, "-lc", spec.Shell}
+		path, argv, env = ShellCommand(r, spec.Shell, spec.Env)
 	} else {
+		shellPath, _ := Shell()
+		env = Env(shellPath, spec.Env)
 		if path, err = lookPath(spec.Argv[0], envValue(env, "PATH"), cwd); err != nil {
 			return nil, err
 		}
@@ -329,6 +335,46 @@ func Shell() (path, name string) {
 	return shPath, "sh"
 }
 
+// loginEnv holds the login environment of shell commands; nil runs them
+// as login shells (tests compare the two).
+var loginEnv atomic.Pointer[loginenv.Cache]
+
+func init() { loginEnv.Store(newLoginEnv("")) }
+
+// newLoginEnv returns a cache of the login environment that bash builds
+// from the exec base environment; home, unless "", replaces its HOME.
+func newLoginEnv(home string) *loginenv.Cache {
+	var overlay map[string]string
+	if home != "" {
+		overlay = map[string]string{"HOME": home}
+	}
+	return loginenv.New(loginenv.Config{Bash: bashPath, Env: Env(bashPath, overlay)})
+}
+
+// SetLoginHome is for tests: from now on shell commands get the login
+// environment that bash builds with HOME=home instead of /root (captured
+// afresh), so that the tester's own dot files stay out. "" restores /root.
+func SetLoginHome(home string) { loginEnv.Store(newLoginEnv(home)) }
+
+// ShellCommand returns how the command line command runs, for exec and
+// services: the program, its argv and its environment. With bash that is
+// `bash -c COMMAND` with the captured login environment overlaid with env,
+// so env wins over what the profile scripts set; when there is no usable
+// capture (see loginenv), or no bash, a login shell (`bash -lc COMMAND`,
+// `sh -lc COMMAND`) with the base environment overlaid with env. A capture
+// runs children through r.
+func ShellCommand(r *reaper.Reaper, command string, env map[string]string) (path string, argv, envv []string) {
+	shellPath, shellName := Shell()
+	if shellName == "bash" {
+		if cache := loginEnv.Load(); cache != nil {
+			if login, ok := cache.Get(r); ok {
+				return shellPath, []string{shellName, "-c", command}, envList(login, env)
+			}
+		}
+	}
+	return shellPath, []string{shellName, "-lc", command}, Env(shellPath, env)
+}
+
 // Env returns the base environment for a child whose shell is shellPath,
 // overlaid with each of overlays in turn, sorted so the child sees a
 // deterministic order.
@@ -342,17 +388,41 @@ func Env(shellPath string, overlays ...map[string]string) []string {
 		"LOGNAME": "root",
 		"SHELL":   shellPath,
 	}
+	return envList(m, overlays...)
+}
+
+// envList returns base overlaid with each of overlays in turn as a sorted
+// environment list. base is not modified.
+func envList(base map[string]string, overlays ...map[string]string) []string {
+	n := len(base)
 	for _, extra := range overlays {
-		for k, v := range extra {
-			m[k] = v
+		n += len(extra)
+	}
+	env := make([]string, 0, n)
+	for k, v := range base {
+		if !overlaid(k, overlays) {
+			env = append(env, k+"="+v)
 		}
 	}
-	env := make([]string, 0, len(m))
-	for k, v := range m {
-		env = append(env, k+"="+v)
+	for i, extra := range overlays {
+		for k, v := range extra {
+			if !overlaid(k, overlays[i+1:]) {
+				env = append(env, k+"="+v)
+			}
+		}
 	}
 	sort.Strings(env)
 	return env
+}
+
+// overlaid says whether one of overlays sets name.
+func overlaid(name string, overlays []map[string]string) bool {
+	for _, extra := range overlays {
+		if _, ok := extra[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // WorkDir resolves a requested working directory: "" means /workspace when

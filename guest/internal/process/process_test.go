@@ -38,8 +38,10 @@ func (c *collected) stdout() string { c.mu.Lock(); defer c.mu.Unlock(); return c
 func (c *collected) stderr() string { c.mu.Lock(); defer c.mu.Unlock(); return c.out[Stderr].String() }
 
 func spec(shell string) Spec {
-	// HOME points at an empty directory so that bash -l does not source the
-	// test machine's ~/.profile, which could print things.
+	// HOME points at an empty directory so that a login shell (the
+	// fallback when there is no login environment) does not source the
+	// test machine's ~/.profile, which could print things. (The login
+	// environment itself is an empty HOME's: see TestMain.)
 	return Spec{Shell: shell, Timeout: 10 * time.Second, MaxOutput: 1 << 20, Env: map[string]string{"HOME": os.TempDir()}}
 }
 

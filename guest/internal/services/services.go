@@ -65,7 +65,7 @@ func ValidName(name string) bool {
 // Spec describes a service to start.
 type Spec struct {
 	Name    string // valid
-	Command string // run as bash -lc COMMAND
+	Command string // run as exec runs a shell command (process.ShellCommand)
 	Cwd     string // "" as for exec
 	Env     map[string]string
 }
@@ -127,6 +127,9 @@ func (g *Registry) Start(spec Spec) (Info, error) {
 	if !ValidName(spec.Name) {
 		return Info{}, fmt.Errorf("invalid service name %q", spec.Name)
 	}
+	// Resolved before taking the lock: capturing the login environment may
+	// take a while, and the registry should keep answering meanwhile.
+	path, argv, env := process.ShellCommand(g.reaper, spec.Command, spec.Env)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	old := g.svcs[spec.Name]
@@ -136,7 +139,7 @@ func (g *Registry) Start(spec Spec) (Info, error) {
 	case old == nil && len(g.svcs) >= MaxServices:
 		return Info{}, ErrTooMany
 	}
-	svc, err := start(g.reaper, spec)
+	svc, err := start(g.reaper, spec, path, argv, env)
 	if err != nil {
 		return Info{}, &process.StartError{Err: err}
 	}
@@ -147,9 +150,8 @@ func (g *Registry) Start(spec Spec) (Info, error) {
 	return svc.Info(), nil
 }
 
-func start(r *reaper.Reaper, spec Spec) (*Service, error) {
-	shellPath, shellName := process.Shell()
-	env := process.Env(shellPath, spec.Env)
+// start runs path with argv and env as the service spec describes.
+func start(r *reaper.Reaper, spec Spec, path string, argv, env []string) (*Service, error) {
 	cwd, err := process.WorkDir(spec.Cwd)
 	if err != nil {
 		return nil, err
@@ -171,10 +173,10 @@ func start(r *reaper.Reaper, spec Spec) (*Service, error) {
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	started := time.Now()
-	pid, status, err := r.Spawn(shellPath, []string{shellName, "-lc", spec.Command}, attr)
+	pid, status, err := r.Spawn(path, argv, attr)
 	if err != nil {
 		outR.Close()
-		return nil, fmt.Errorf("%s: %w", shellName, err)
+		return nil, fmt.Errorf("%s: %w", argv[0], err)
 	}
 	svc := &Service{
 		name:    spec.Name,

@@ -30,7 +30,8 @@ func TestValidName(t *testing.T) {
 	}
 }
 
-// env keeps the tester's ~/.profile out of bash -l.
+// env keeps the tester's ~/.profile out of a login shell (the fallback when
+// there is no login environment).
 func env() map[string]string { return map[string]string{"HOME": os.TempDir()} }
 
 func waitExited(t *testing.T, g *Registry, name string) Info {
