@@ -354,7 +354,8 @@ export class WorkspaceFiles {
   }
 
   /** /workspace now against the baseline: which files changed, and how, as a unified diff. */
-  async diff(id: string, maxBytes: number = DIFF_DEFAULT_BYTES, signal?: AbortSignal): Promise<DiffResult> {
+  /** With `namesOnly`, only which files changed: no content is read on either side, and `diff` is empty. */
+  async diff(id: string, maxBytes: number = DIFF_DEFAULT_BYTES, signal?: AbortSignal, options: { namesOnly?: boolean } = {}): Promise<DiffResult> {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 1 || maxBytes > DIFF_MAX_BYTES) {
       throw new InvalidArgumentError("maxBytes", `must be an integer from 1 to ${DIFF_MAX_BYTES}`);
     }
@@ -382,6 +383,9 @@ export class WorkspaceFiles {
         const now = new Map<string, GuestEntry>();
         for (const entry of listing.entries) if (!isStagingName(entry.path)) now.set(entry.path, entry);
         const changes = compareTrees(before, now);
+        if (options.namesOnly) {
+          return { diff: "", files: changes.map((change): DiffFile => ({ path: absoluteOf(change.path), status: change.status, binary: false })), truncated: false };
+        }
         const wantBefore = new Set<string>();
         for (const change of changes) if (change.before?.type === "file" && change.before.size <= DIFF_FILE_MAX_BYTES) wantBefore.add(change.path);
         const oldContent = await baseline.contents(wantBefore, before);

@@ -539,7 +539,7 @@ export class WorkspaceManager {
     let changes: WorkspaceSummary["changes"] = null;
     let services: WorkspaceSummary["services"] = null;
     if (record.state === "started" && record.executionMode === "guest") {
-      const diff = await this.files.diff(id, 1, signal);
+      const diff = await this.files.diff(id, 1, signal, { namesOnly: true });
       const pick = (status: string) => diff.files.filter((f) => f.status === status).map((f) => f.path);
       changes = { added: pick("added"), modified: pick("modified"), deleted: pick("deleted") };
       services = (await this.services.status(id, undefined, signal)).map((s) => ({
