@@ -64,6 +64,9 @@ export interface PutTarReply {
 const CLOSE_FLUSH_MS = 2000;
 
 const HANDSHAKE_TIMEOUT = "the guest agent did not answer the handshake in time";
+/** First wait before a hello is sent again on the same connection; it doubles up to the cap. */
+const HELLO_RESEND_MS = 250;
+const HELLO_RESEND_MAX_MS = 2000;
 
 /** Whether opening a session failed only because the agent did not answer its hello in time. */
 export function isHandshakeTimeout(error: unknown): boolean {
@@ -115,12 +118,14 @@ export class AgentSession {
     const nonce = randomBytes(16).toString("hex");
     const id = this.nextId++;
     let synced = false;
-    const reply = await new Promise<FrameHeader>((resolvePromise, reject) => {
+    let stopResending = () => undefined as void;
+    const replied = new Promise<FrameHeader>((resolvePromise, reject) => {
       const timer = setTimeout(() => finish(new PyroError(ErrorCode.agentError, HANDSHAKE_TIMEOUT, { details: { handshakeTimedOut: true } })), Math.max(0, deadline - Date.now()));
       const onAbort = () => finish(new PyroError(ErrorCode.cancelled, "cancelled while waiting for the guest agent"));
       signal?.addEventListener("abort", onAbort, { once: true });
       const finish = (result: PyroError | FrameHeader) => {
         clearTimeout(timer);
+        stopResending();
         signal?.removeEventListener("abort", onAbort);
         this.pending.delete(id);
         if (result instanceof PyroError) reject(result);
@@ -150,8 +155,31 @@ export class AgentSession {
       if (options.timeUnixMs !== undefined) header.time_unix_ms = options.timeUnixMs;
       if (options.hostname !== undefined) header.hostname = options.hostname;
       if (options.machineId !== undefined) header.machine_id = options.machineId;
+      const sentAt = Date.now();
       this.socket.write(encodeFrame(header, options.entropy ?? Buffer.alloc(0)));
+      // A hello can be lost on a port just reconnected: the guest may take in the new
+      // connection's first bytes before it processes the old one's close, and then drop
+      // them with the old session. The same hello is sent again on this connection
+      // (sooner than a new connection would be tried), each time with fresh entropy
+      // and the clock as it is then; the first hello_ok ends the wait.
+      let wait = HELLO_RESEND_MS;
+      const resend = () => {
+        if (this.closedError || synced) return;
+        const again: FrameHeader = { ...header };
+        if (options.timeUnixMs !== undefined) again.time_unix_ms = options.timeUnixMs + (Date.now() - sentAt);
+        this.socket.write(encodeFrame(again, options.entropy ? randomBytes(options.entropy.length) : Buffer.alloc(0)));
+        wait = Math.min(wait * 2, HELLO_RESEND_MAX_MS);
+        resendTimer = setTimeout(resend, wait);
+      };
+      let resendTimer = setTimeout(resend, wait);
+      stopResending = () => clearTimeout(resendTimer);
     });
+    let reply: FrameHeader;
+    try {
+      reply = await replied;
+    } finally {
+      stopResending();
+    }
     return {
       agentVersion: typeof reply.agent_version === "string" ? reply.agent_version : "unknown",
       bootId: typeof reply.boot_id === "string" ? reply.boot_id : "",
