@@ -207,13 +207,17 @@ export class VmStore {
     });
   }
 
-  /** Read-modify-write under the VM's lock. Returns undefined when the VM is gone. */
+  /**
+   * Read-modify-write under the VM's lock. Returns undefined when the VM is
+   * gone. A change that returns the record it was given writes nothing (a
+   * durable write costs an fsync, on every exec).
+   */
   async update(vmId: string, change: (record: VmRecord) => VmRecord | Promise<VmRecord>): Promise<VmRecord | undefined> {
     return this.locked(vmId, async () => {
       const record = await this.read(vmId);
       if (!record) return undefined;
       const next = await change(record);
-      await writeJsonAtomic(this.recordPath(vmId), next);
+      if (next !== record) await writeJsonAtomic(this.recordPath(vmId), next);
       return next;
     });
   }

@@ -498,7 +498,8 @@ export class VmManager {
         session.exec({ shell: request.command, cwd: request.cwd, timeoutMs, maxOutputBytes, sync: request.sync, secretEnv: request.secretEnv }, hooks),
       );
     }
-    const updated = await this.store.update(vmId, (current) => touched(current));
+    // A workspace's journal entry marks the activity under the same lock; a VM is touched here.
+    const updated = kind === "workspace" ? record : await this.store.update(vmId, (current) => touched(current));
     return { record: updated ?? record, outcome };
   }
 
