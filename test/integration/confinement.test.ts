@@ -32,6 +32,9 @@ function onlyQemu(): number {
   return pids[0]!;
 }
 
+// Both suites below use the state directory; it goes once both are done.
+after(() => removeDir(stateDir));
+
 describe("QEMU is confined", () => {
   let vmId = "";
   let qemuPid = 0;
@@ -46,7 +49,6 @@ describe("QEMU is confined", () => {
   after(async () => {
     await pyro.deleteVm(vmId).catch(() => undefined);
     assertNothingLeft(stateDir);
-    removeDir(stateDir);
   });
 
   test("doctor reports every layer, and as root every layer is active", async () => {

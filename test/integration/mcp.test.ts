@@ -118,6 +118,12 @@ function structured(result: unknown): Structured {
   return r.structuredContent;
 }
 
+// Both suites below use the state directory; it goes once both are done.
+after(() => {
+  removeDir(stateDir);
+  removeDir(scratch);
+});
+
 describe("pyro mcp serve with a real MCP client", () => {
   let client: Client;
   let guestKernel = "";
@@ -136,8 +142,6 @@ describe("pyro mcp serve with a real MCP client", () => {
 
   after(async () => {
     await client.close();
-    removeDir(stateDir);
-    removeDir(scratch);
   });
 
   test("each profile offers exactly its tools, with snake_case schemas and annotations", async (t) => {

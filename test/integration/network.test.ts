@@ -42,8 +42,11 @@ async function waitFor(condition: () => boolean, ms = 5000): Promise<boolean> {
 }
 
 after(() => {
-  assertNothingLeft(stateDir);
-  removeDir(stateDir);
+  try {
+    assertNothingLeft(stateDir);
+  } finally {
+    removeDir(stateDir);
+  }
 });
 
 describe("a root guest's own frames, on this host's network, against loopback only", { skip: !root && "needs root (the helper drops to the QEMU user)" }, () => {
