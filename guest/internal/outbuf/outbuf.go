@@ -5,6 +5,7 @@
 package outbuf
 
 import (
+	"io"
 	"sync"
 	"time"
 )
@@ -31,6 +32,31 @@ func New(capacity int) *Buffer {
 		panic("outbuf: capacity must be positive")
 	}
 	return &Buffer{capacity: capacity, lastWrite: time.Now()}
+}
+
+// readChunk is how much ReadFrom asks its source for at a time.
+const readChunk = 32 << 10
+
+// ReadFrom appends everything r yields until it fails (io.EOF, or EIO from
+// a terminal nothing holds any more, or r being closed). It is how a shell's
+// or service's output reaches its buffer; the error that ended it is
+// returned, nil for io.EOF.
+func (b *Buffer) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, readChunk)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			b.Write(buf[:n])
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // Write appends p, dropping the oldest bytes beyond the capacity. It never

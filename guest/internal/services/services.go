@@ -35,7 +35,6 @@ const (
 
 	exitDrain = 250 * time.Millisecond
 	killWait  = 10 * time.Second
-	readChunk = 32 << 10
 )
 
 // Errors of the registry; the session maps them to protocol codes.
@@ -197,16 +196,7 @@ func start(r *reaper.Reaper, spec Spec, path string, argv, env []string) (*Servi
 
 func (svc *Service) readLoop() {
 	defer close(svc.readerD)
-	buf := make([]byte, readChunk)
-	for {
-		n, err := svc.outR.Read(buf)
-		if n > 0 {
-			svc.out.Write(buf[:n])
-		}
-		if err != nil {
-			return
-		}
-	}
+	_, _ = svc.out.ReadFrom(svc.outR)
 }
 
 func (svc *Service) waitLoop(status <-chan reaper.Status) {

@@ -59,7 +59,6 @@ const (
 	// take its bytes (a program that reads no input fills the terminal's
 	// input buffer).
 	writeTimeout = 10 * time.Second
-	readChunk    = 32 << 10
 )
 
 // Errors of the registry; the session maps them to protocol codes.
@@ -222,16 +221,7 @@ func start(r *reaper.Reaper, id string, opts Options) (*Shell, error) {
 // once no process holds the terminal any more) or the master is closed.
 func (sh *Shell) readLoop() {
 	defer close(sh.readerDone)
-	buf := make([]byte, readChunk)
-	for {
-		n, err := sh.master.Read(buf)
-		if n > 0 {
-			sh.out.Write(buf[:n])
-		}
-		if err != nil {
-			return
-		}
-	}
+	_, _ = sh.out.ReadFrom(sh.master)
 }
 
 func (sh *Shell) waitLoop(status <-chan reaper.Status) {
