@@ -714,7 +714,7 @@ export function toWorkspaceInfo(record: VmRecord): WorkspaceInfo {
 }
 
 function toServiceInfo(workspaceId: string, service: Awaited<ReturnType<WorkspaceManager["services"]["status"]>>[number]): ServiceInfo {
-  return { workspaceId, ...service, readiness: service.readiness };
+  return { workspaceId, ...service };
 }
 
 export function toVmInfo(record: VmRecord): VmInfo {
