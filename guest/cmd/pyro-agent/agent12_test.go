@@ -56,7 +56,7 @@ func TestEndToEndShellsServicesSecretsTCP(t *testing.T) {
 	sock := startAgent(t, bin, "PYRO_AGENT_SECRETS_DIR="+secretsDir)
 	a := dial(t, sock)
 	a.send(map[string]any{"type": "hello", "id": 1, "nonce": "n"}, nil)
-	if h := a.expect("hello_ok", 1); h.str("agent_version") != "1.3.0" {
+	if h := a.expect("hello_ok", 1); h.str("agent_version") != "1.4.0" {
 		t.Fatalf("hello_ok %v", h.h)
 	}
 	home := map[string]string{"HOME": t.TempDir()}

@@ -20,18 +20,14 @@ import (
 // (org.pyro.agent.0 … org.pyro.agent.3).
 const NamePrefix = "org.pyro.agent."
 
-// Timing of the port handling.
+// Timing of the port handling. A port opened by Open is waited on by
+// events (see eventReader); these re-read intervals apply only to what
+// cannot be (a socket or pipe standing in for a port in tests).
 const (
-	// ReconnectPoll is how often a port is re-read while no host is
+	// ReconnectPoll is how often port 0 is re-read while no host is
 	// connected (a read then returns 0 immediately instead of blocking).
-	// Port 0 uses it: every restore handshake and most sessions come there.
 	ReconnectPoll = 10 * time.Millisecond
-	// SpareReconnectPoll is the same for the other ports, which only
-	// concurrent sessions use. Each re-read costs guest CPU (under
-	// emulation, four ports at 10 ms kept an idle guest at 17% of a host
-	// core), and there is no blocking wait for a host to connect: poll()
-	// reports such a port as hung up, and O_ASYNC's SIGIO left sessions
-	// whose hello QEMU never delivered.
+	// SpareReconnectPoll is the same for the other ports.
 	SpareReconnectPoll = 50 * time.Millisecond
 	// errorBackoff slows down the loop after unexpected read errors.
 	errorBackoff = 100 * time.Millisecond
@@ -111,12 +107,12 @@ func (f Finder) Wait(timeout time.Duration) ([]Port, error) {
 	}
 }
 
-// Open opens a port read-write. The fd is deliberately left in blocking
-// mode (os.NewFile does not register it with the poller): a blocking read
-// on a virtio port waits for data while a host is connected and returns 0
-// at once while none is, which is exactly the behaviour Serve relies on.
+// Open opens a port read-write and non-blocking, so that os.NewFile
+// registers it with Go's poller: Serve then waits for the port's events
+// (eventReader), and a write the host cannot take yet parks its goroutine
+// instead of a thread.
 func Open(path string) (*os.File, error) {
-	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -132,9 +128,11 @@ func PollInterval(name string) time.Duration {
 	return SpareReconnectPoll
 }
 
-// Serve runs sessions on rw forever: one Serve call per host connection,
-// re-polling every poll (0: ReconnectPoll) while no host is connected. It
-// returns only when stop is closed (nil means never), which tests use.
+// Serve runs sessions on rw forever: one Serve call per host connection.
+// A port from Open is waited on by events while no host is connected;
+// anything else is re-read every poll (0: ReconnectPoll). Serve returns only
+// when stop is closed (nil means never), which tests use; a port waiting
+// for events notices that at its next event.
 // Panics in a session are logged and the port is served again, because as
 // PID 1 the agent must never die.
 func Serve(rw io.ReadWriter, opts session.Options, poll time.Duration, stop <-chan struct{}) {
@@ -144,8 +142,22 @@ func Serve(rw io.ReadWriter, opts session.Options, poll time.Duration, stop <-ch
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
 	}
-	conn := session.NewConn(rw, opts)
+	serve(rw, rw, opts, poll, stop)
+}
+
+// serve is Serve with the port's two directions apart, so tests can read a
+// FIFO, which behaves like a port for reading, and collect the replies.
+func serve(in io.Reader, out io.Writer, opts session.Options, poll time.Duration, stop <-chan struct{}) {
+	conn := session.NewConn(out, opts)
 	defer conn.Close()
+	r := in
+	events, _ := in.(*eventReader)
+	if events == nil {
+		events = newEventReader(in)
+	}
+	if events != nil {
+		r = events
+	}
 	lastErr := ""
 	for {
 		select {
@@ -153,8 +165,10 @@ func Serve(rw io.ReadWriter, opts session.Options, poll time.Duration, stop <-ch
 			return
 		default:
 		}
-		err := serveOnce(conn, rw, opts)
+		err := serveOnce(conn, r, opts)
 		switch {
+		case events != nil && (err == nil || errors.Is(err, io.EOF)):
+			// The next read waits for a host by itself.
 		case err == nil || errors.Is(err, io.EOF):
 			time.Sleep(poll)
 		default:

@@ -17,7 +17,7 @@ import (
 // Version constants live here so that there is exactly one place to bump.
 const (
 	// AgentVersion is reported in hello_ok and by --version.
-	AgentVersion = "1.3.0"
+	AgentVersion = "1.4.0"
 	// ProtocolVersion is the protocol revision described in PROTOCOL.md.
 	ProtocolVersion = 1
 )
