@@ -10,7 +10,7 @@ import { debug } from "../util/log.js";
 import { pidAlive } from "../util/proc.js";
 
 /** Bump when what a template holds or how it is restored changes. */
-export const TEMPLATE_FORMAT = 5;
+export const TEMPLATE_FORMAT = 6;
 
 /** Everything a saved VM state depends on. A template is used only for an identical key. */
 export interface TemplateKey {

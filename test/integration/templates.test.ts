@@ -63,6 +63,19 @@ describe("template snapshots", () => {
     assert.notEqual(idA, idB);
   });
 
+  test("under TCG, guest programs map at fixed addresses (translated code is reused); under KVM they keep randomization", async () => {
+    const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
+    const vm = await startedVm();
+    const result = await pyro.execVm(vm.vmId, { command: "cat /proc/sys/kernel/randomize_va_space; for i in 1 2; do grep -m1 libc /proc/self/maps | cut -d- -f1; done" });
+    const [setting, first, second] = result.stdout.trim().split("\n");
+    if (accel === "tcg") {
+      assert.equal(setting, "0");
+      assert.equal(first, second, "two processes mapped libc at different addresses");
+    } else {
+      assert.equal(setting, "2");
+    }
+  });
+
   test("the guest clock matches the host's right after restore", async () => {
     const vm = await startedVm();
     const before = Date.now() / 1000;
