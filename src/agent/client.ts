@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { ErrorCode, InvalidArgumentError, PyroError } from "../errors.js";
+import { debug } from "../util/log.js";
 import { encodeFrame, FrameDecoder, type Frame, type FrameHeader } from "./frame.js";
 
 export interface HelloOptions {
@@ -165,6 +166,7 @@ export class AgentSession {
       let wait = HELLO_RESEND_MS;
       const resend = () => {
         if (this.closedError || synced) return;
+        debug("agent", `no hello_ok after ${Date.now() - sentAt} ms; sending the hello again`);
         const again: FrameHeader = { ...header };
         if (options.timeUnixMs !== undefined) again.time_unix_ms = options.timeUnixMs + (Date.now() - sentAt);
         this.socket.write(encodeFrame(again, options.entropy ? randomBytes(options.entropy.length) : Buffer.alloc(0)));

@@ -36,7 +36,7 @@ export class VmLauncher {
 
   /** How this host confines QEMU (probed once per process). */
   jailHost(): Promise<JailHost> {
-    return inspectJail(qemuBinary(this.env), this.env);
+    return inspectJail(qemuBinary(this.env), this.env, this.cacheDir);
   }
 
   bootTimeoutSeconds(): number {

@@ -1,7 +1,8 @@
-import { lstat, readlink, stat } from "node:fs/promises";
-import { dirname, isAbsolute } from "node:path";
+import { lstat, readFile, readlink, stat } from "node:fs/promises";
+import { dirname, isAbsolute, join } from "node:path";
 import type { Readable } from "node:stream";
 import { launcherPath } from "../../config.js";
+import { readJsonIfExists, writeJsonAtomic } from "../../util/fs.js";
 import { debug, warnOnce } from "../../util/log.js";
 import { runTool, which } from "../../util/proc.js";
 import { inspectCgroups, type CgroupSupport } from "./cgroup.js";
@@ -48,9 +49,15 @@ function isRoot(): boolean {
   return process.getuid?.() === 0;
 }
 
+/** The user from /etc/passwd, where useradd puts it; else from getent (other name services). */
 async function lookupUser(name: string): Promise<{ name: string; uid: number; gid: number } | undefined> {
-  const result = await runTool("getent", ["passwd", name], { timeoutMs: 5000 }).catch(() => undefined);
-  const fields = result?.code === 0 ? result.stdout.trim().split(":") : [];
+  const passwd = await readFile("/etc/passwd", "utf8").catch(() => "");
+  let line = passwd.split("\n").find((entry) => entry.startsWith(`${name}:`));
+  if (!line) {
+    const result = await runTool("getent", ["passwd", name], { timeoutMs: 5000 }).catch(() => undefined);
+    line = result?.code === 0 ? result.stdout.trim() : "";
+  }
+  const fields = line.split(":");
   const uid = Number(fields[2]);
   const gid = Number(fields[3]);
   return fields.length >= 4 && Number.isInteger(uid) && Number.isInteger(gid) && uid > 0 ? { name, uid, gid } : undefined;
@@ -75,11 +82,26 @@ async function ensureQemuUser(name: string): Promise<{ user?: { name: string; ui
   return { detail: `could not create user ${name}: ${made.stderr.trim() || `useradd exited ${made.code}`}` };
 }
 
-/** Whether this QEMU was built with seccomp (it rejects `-sandbox` otherwise), or why that cannot be told. */
-async function qemuSeccomp(qemu: string): Promise<{ ok: boolean; detail: string }> {
-  if (!(await which(qemu))) return { ok: false, detail: `QEMU (${qemu}) is not installed` };
-  const result = await runTool(qemu, ["-sandbox", SECCOMP_SANDBOX, "-version"], { timeoutMs: 10_000 }).catch(() => undefined);
-  return result?.code === 0 ? { ok: true, detail: `-sandbox ${SECCOMP_SANDBOX}` } : { ok: false, detail: `${qemu} was built without seccomp (-sandbox is not accepted)` };
+/**
+ * Whether this QEMU was built with seccomp (it rejects `-sandbox` otherwise), or why that
+ * cannot be told. It is a property of the binary, so the answer is kept in `cacheDir` for
+ * that binary (path, size, modification time) and QEMU is not started to ask again.
+ */
+async function qemuSeccomp(qemu: string, cacheDir: string | undefined): Promise<{ ok: boolean; detail: string }> {
+  const binary = await which(qemu);
+  if (!binary) return { ok: false, detail: `QEMU (${qemu}) is not installed` };
+  const info = await stat(binary).catch(() => undefined);
+  const identity = info && `${binary}:${info.size}:${Math.floor(info.mtimeMs)}`;
+  const cacheFile = cacheDir && join(cacheDir, "qemu-seccomp.json");
+  const recorded = cacheFile && (await readJsonIfExists<{ qemu: string; ok: boolean }>(cacheFile).catch(() => undefined));
+  let ok: boolean;
+  if (recorded && recorded.qemu === identity && typeof recorded.ok === "boolean") ok = recorded.ok;
+  else {
+    const result = await runTool(binary, ["-sandbox", SECCOMP_SANDBOX, "-version"], { timeoutMs: 10_000 }).catch(() => undefined);
+    ok = result?.code === 0;
+    if (cacheFile && identity) await writeJsonAtomic(cacheFile, { qemu: identity, ok }, 0o644).catch(() => undefined);
+  }
+  return ok ? { ok: true, detail: `-sandbox ${SECCOMP_SANDBOX}` } : { ok: false, detail: `${qemu} was built without seccomp (-sandbox is not accepted)` };
 }
 
 /** Whether bubblewrap can make namespaces as this user (unprivileged, it needs user namespaces). */
@@ -89,21 +111,48 @@ async function bwrapWorks(bwrap: string, userNamespace: boolean): Promise<string
   return result.code === 0 ? undefined : result.stderr.trim().split("\n").pop() || `exit ${result.code}`;
 }
 
+async function qemuUserLayer(root: boolean, env: NodeJS.ProcessEnv): Promise<{ qemuUser: JailHost["qemuUser"]; layer: JailLayer }> {
+  if (!root) {
+    return { qemuUser: undefined, layer: { layer: "user", active: false, detail: `pyro runs as uid ${process.getuid?.() ?? "?"}, so QEMU runs as that user; run pyro as root for a dedicated unprivileged QEMU user` } };
+  }
+  const name = env.PYRO_QEMU_USER || DEFAULT_QEMU_USER;
+  const setpriv = await which("setpriv");
+  if (!setpriv) return { qemuUser: undefined, layer: { layer: "user", active: false, detail: "setpriv (util-linux) is missing, so QEMU would run as root; install util-linux" } };
+  const ensured = await ensureQemuUser(name);
+  return { qemuUser: ensured.user && { ...ensured.user, setpriv }, layer: { layer: "user", active: ensured.user !== undefined, detail: ensured.detail } };
+}
+
+async function namespacesLayer(userNamespace: boolean): Promise<{ bwrap: string | undefined; layer: JailLayer }> {
+  const bwrapPath = await which("bwrap");
+  if (!bwrapPath) return { bwrap: undefined, layer: { layer: "namespaces", active: false, detail: "bubblewrap is not installed (apt-get install bubblewrap)" } };
+  const failure = await bwrapWorks(bwrapPath, userNamespace);
+  if (failure) {
+    return {
+      bwrap: undefined,
+      layer: { layer: "namespaces", active: false, detail: `bubblewrap cannot make namespaces here${userNamespace ? " without root (user namespaces are off?)" : ""}: ${failure}` },
+    };
+  }
+  return { bwrap: bwrapPath, layer: { layer: "namespaces", active: true, detail: "new mount, PID, IPC, UTS and network namespaces; only the VM's directory is writable" } };
+}
+
 const cache = new Map<string, Promise<JailHost>>();
 
-/** What confinement this host allows for this QEMU; probed once per process. */
-export function inspectJail(qemu: string, env: NodeJS.ProcessEnv = process.env): Promise<JailHost> {
+/**
+ * What confinement this host allows for this QEMU; probed once per process, the probes at
+ * once. Whether QEMU has seccomp is kept in `cacheDir` when given.
+ */
+export function inspectJail(qemu: string, env: NodeJS.ProcessEnv = process.env, cacheDir?: string): Promise<JailHost> {
   const key = `${qemu}\0${env.PYRO_QEMU_USER ?? ""}\0${env.PYRO_CONFINEMENT ?? ""}`;
   let found = cache.get(key);
   if (!found) {
-    found = probe(qemu, env);
+    found = probe(qemu, env, cacheDir);
     cache.set(key, found);
     found.catch(() => cache.delete(key));
   }
   return found;
 }
 
-async function probe(qemu: string, env: NodeJS.ProcessEnv): Promise<JailHost> {
+async function probe(qemu: string, env: NodeJS.ProcessEnv, cacheDir: string | undefined): Promise<JailHost> {
   if (env.PYRO_CONFINEMENT === "off") {
     // For measuring what confinement costs, and for debugging QEMU itself; never a default.
     const detail = "turned off by PYRO_CONFINEMENT=off";
@@ -112,41 +161,23 @@ async function probe(qemu: string, env: NodeJS.ProcessEnv): Promise<JailHost> {
     return { qemuUser: undefined, bwrap: undefined, userNamespace: false, seccomp: false, cgroup: undefined, layers };
   }
   const root = isRoot();
-  const layers: JailLayer[] = [];
-
-  let qemuUser: JailHost["qemuUser"];
-  if (root) {
-    const name = env.PYRO_QEMU_USER || DEFAULT_QEMU_USER;
-    const setpriv = await which("setpriv");
-    if (!setpriv) layers.push({ layer: "user", active: false, detail: "setpriv (util-linux) is missing, so QEMU would run as root; install util-linux" });
-    else {
-      const ensured = await ensureQemuUser(name);
-      qemuUser = ensured.user && { ...ensured.user, setpriv };
-      layers.push({ layer: "user", active: ensured.user !== undefined, detail: ensured.detail });
-    }
-  } else {
-    layers.push({ layer: "user", active: false, detail: `pyro runs as uid ${process.getuid?.() ?? "?"}, so QEMU runs as that user; run pyro as root for a dedicated unprivileged QEMU user` });
-  }
-
-  const sandbox = await qemuSeccomp(qemu);
-  const seccomp = sandbox.ok;
-  layers.push({ layer: "seccomp", active: seccomp, detail: sandbox.detail });
-
-  const bwrapPath = await which("bwrap");
-  let bwrap: string | undefined;
   const userNamespace = !root;
-  if (!bwrapPath) layers.push({ layer: "namespaces", active: false, detail: "bubblewrap is not installed (apt-get install bubblewrap)" });
-  else {
-    const failure = await bwrapWorks(bwrapPath, userNamespace);
-    if (failure) layers.push({ layer: "namespaces", active: false, detail: `bubblewrap cannot make namespaces here${userNamespace ? " without root (user namespaces are off?)" : ""}: ${failure}` });
-    else {
-      bwrap = bwrapPath;
-      layers.push({ layer: "namespaces", active: true, detail: "new mount, PID, IPC, UTS and network namespaces; only the VM's directory is writable" });
-    }
-  }
-
-  const cgroups = await inspectCgroups();
-  layers.push({ layer: "cgroup", active: cgroups.support !== undefined, detail: cgroups.support ? `${cgroups.detail}, memory, pids and CPU limited per VM` : cgroups.detail });
+  // Independent of each other: asked at once.
+  const [userLayer, sandbox, namespaces, cgroups] = await Promise.all([
+    qemuUserLayer(root, env),
+    qemuSeccomp(qemu, cacheDir),
+    namespacesLayer(userNamespace),
+    inspectCgroups(),
+  ]);
+  const qemuUser = userLayer.qemuUser;
+  const seccomp = sandbox.ok;
+  const bwrap = namespaces.bwrap;
+  const layers: JailLayer[] = [
+    userLayer.layer,
+    { layer: "seccomp", active: seccomp, detail: sandbox.detail },
+    namespaces.layer,
+    { layer: "cgroup", active: cgroups.support !== undefined, detail: cgroups.support ? `${cgroups.detail}, memory, pids and CPU limited per VM` : cgroups.detail },
+  ];
 
   for (const layer of layers) {
     if (!layer.active) warnOnce(`jail:${layer.layer}`, `QEMU confinement: ${layer.layer} is not applied: ${layer.detail} (see \`pyro doctor\`)`);
