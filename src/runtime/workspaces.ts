@@ -201,11 +201,13 @@ export class WorkspaceManager {
 
   /**
    * Keeps the workspace from expiring while an operation of up to `seconds`
-   * runs: its time to live then counts from the operation's end.
+   * runs (its time to live then counts from the operation's end, when it is
+   * touched). The record is written only when it would expire sooner, which
+   * a time to live longer than the operation's timeout never does.
    */
   private async holdFor(id: string, seconds: number): Promise<void> {
     await this.vms.store.update(id, (current) => {
-      const until = Date.now() + (seconds + current.ttlSeconds) * 1000;
+      const until = Date.now() + seconds * 1000;
       return new Date(current.expiresAt).getTime() >= until ? current : { ...current, expiresAt: new Date(until).toISOString() };
     });
   }
