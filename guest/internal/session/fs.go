@@ -246,6 +246,7 @@ func (w *chunkWriter) flush() error {
 }
 
 func (c *Conn) getTar(s *session, id uint64, root *wsfs.Root, req protocol.FsRequest) error {
+	defer beginBulk()()
 	maxBytes, ok := positive(req.MaxBytes, 1<<40)
 	if !ok {
 		return badFs("get_tar: max_bytes must be a positive integer")

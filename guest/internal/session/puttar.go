@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"runtime/debug"
 
 	"pyro/guest/internal/archive"
@@ -12,16 +11,20 @@ import (
 )
 
 // putTar is one put_tar transfer. The session reader feeds the archive's
-// chunks into pw; a goroutine extracts from the other end of the pipe and
-// sends the one reply. The pipe has no buffer, so a slow disk holds the
-// reader back (and with it the host) instead of piling up chunks in memory.
+// chunks into the pipe; a goroutine extracts from its other end and sends
+// the one reply. The pipe holds up to putTarQueue bytes: the reader takes
+// the next frames from the port while files are written, and a slow disk
+// still holds the reader back (and with it the host) past that.
 //
 // The flags are guarded by the session's mu.
 type putTar struct {
-	pw       *io.PipeWriter // nil when the request itself was refused
-	ended    bool           // put_tar_end received: no more data
-	finished bool           // the extraction is over; later data is dropped
+	pw       *chunkPipe // nil when the request itself was refused
+	ended    bool       // put_tar_end received: no more data
+	finished bool       // the extraction is over; later data is dropped
 }
+
+// putTarQueue is how many bytes of a transfer may wait for the extraction.
+const putTarQueue = 4 << 20
 
 var (
 	// errSessionEnded aborts the transfers of a session that ended; the
@@ -78,8 +81,8 @@ func (c *Conn) putTarStart(s *session, id uint64, f protocol.Frame) {
 		return
 	}
 	req.Logf = c.opts.Logf
-	pr, pw := io.Pipe()
-	t := &putTar{pw: pw}
+	pipe := newChunkPipe(putTarQueue)
+	t := &putTar{pw: pipe}
 	s.mu.Lock()
 	if s.over {
 		// Conn.Close ended the session meanwhile: nobody would abort
@@ -89,7 +92,7 @@ func (c *Conn) putTarStart(s *session, id uint64, f protocol.Frame) {
 	}
 	s.puts[id] = t
 	s.mu.Unlock()
-	go c.runPutTar(s, id, t, pr, req)
+	go c.runPutTar(s, id, t, pipe, req)
 	feed(t, f.Payload)
 }
 
@@ -131,7 +134,7 @@ func (c *Conn) putTarEnd(s *session, id uint64) {
 		t.ended = true
 		s.mu.Unlock()
 		// The extraction reads EOF only now, and only then commits.
-		t.pw.Close()
+		t.pw.CloseWrite(nil)
 	}
 }
 
@@ -144,7 +147,7 @@ func feed(t *putTar, chunk []byte) {
 	}
 }
 
-func (c *Conn) runPutTar(s *session, id uint64, t *putTar, pr *io.PipeReader, req archive.Request) {
+func (c *Conn) runPutTar(s *session, id uint64, t *putTar, pr *chunkPipe, req archive.Request) {
 	var st archive.Stats
 	err := errors.New("internal error")
 	defer func() {
@@ -153,7 +156,7 @@ func (c *Conn) runPutTar(s *session, id uint64, t *putTar, pr *io.PipeReader, re
 			err = fmt.Errorf("internal error: %v", p)
 		}
 		// Unblock the reader if it is still feeding us.
-		pr.CloseWithError(errPutTarOver)
+		pr.Abort(errPutTarOver)
 		s.mu.Lock()
 		t.finished = true
 		if t.ended && s.puts[id] == t {
@@ -168,6 +171,7 @@ func (c *Conn) runPutTar(s *session, id uint64, t *putTar, pr *io.PipeReader, re
 		}
 		c.send(s, protocol.PutTarOK{Type: protocol.TypeOK, ID: id, Files: st.Files, Dirs: st.Dirs, Symlinks: st.Symlinks, Bytes: st.Bytes}, nil)
 	}()
+	defer beginBulk()()
 	st, err = archive.Put(pr, req)
 	if err == nil {
 		// Acknowledged means durable: the tree survives the VM being killed.
@@ -202,7 +206,7 @@ func (s *session) abortPuts() {
 	s.over = true
 	for _, t := range s.puts {
 		if t.pw != nil {
-			t.pw.CloseWithError(errSessionEnded)
+			t.pw.Abort(errSessionEnded)
 		}
 	}
 }
