@@ -68,6 +68,8 @@ const HANDSHAKE_TIMEOUT = "the guest agent did not answer the handshake in time"
 /** First wait before a hello is sent again on the same connection; it doubles up to the cap. */
 const HELLO_RESEND_MS = 250;
 const HELLO_RESEND_MAX_MS = 2000;
+/** How long the ping that confirms a new session may take before the hello is said again; it doubles up to HELLO_RESEND_MAX_MS. */
+const CONFIRM_MS = 500;
 
 /** Whether opening a session failed only because the agent did not answer its hello in time. */
 export function isHandshakeTimeout(error: unknown): boolean {
@@ -106,8 +108,13 @@ export class AgentSession {
   static async open(socketPath: string, options: { deadline: number; hello?: HelloOptions; signal?: AbortSignal }): Promise<AgentSession> {
     const socket = await connectUnix(socketPath, options.deadline, options.signal);
     const session = new AgentSession(socket);
+    session.listen();
     try {
-      session.hello = await session.handshake(options.hello ?? {}, options.deadline, options.signal);
+      for (let wait = CONFIRM_MS; ; wait = Math.min(wait * 2, HELLO_RESEND_MAX_MS)) {
+        session.hello = await session.handshake(options.hello ?? {}, options.deadline, options.signal);
+        if (await session.confirmed(Math.min(options.deadline, Date.now() + wait), options.deadline)) break;
+        debug("agent", "the guest ended the session its hello began (it saw the previous connection close only then); saying hello again");
+      }
     } catch (error) {
       session.close();
       throw error;
@@ -115,10 +122,51 @@ export class AgentSession {
     return session;
   }
 
+  /** Frames of an earlier session can arrive first; nothing counts before the first hello_ok with our nonce. */
+  private synced = false;
+  private helloId = 0;
+  private helloNonce = "";
+
+  private listen(): void {
+    this.socket.on("data", (chunk: Buffer) => {
+      for (const frame of this.decoder.push(chunk)) {
+        if (!this.synced) {
+          const ours = frame.header.id === this.helloId;
+          if (ours && frame.header.type === "hello_ok" && frame.header.nonce === this.helloNonce) this.synced = true;
+          else if (!(ours && frame.header.type === "error")) continue;
+        }
+        this.pending.get(frame.header.id)?.onFrame(frame);
+      }
+    });
+    const onEnd = (cause?: unknown) => this.failAll(agentError("the connection to the guest agent closed", undefined, cause));
+    this.socket.on("error", onEnd);
+    this.socket.on("close", () => onEnd());
+  }
+
+  /**
+   * Whether the session the hello began is still there: a port just
+   * reconnected can hand the guest the new connection's hello before the old
+   * connection's close, which then ends the new session too. A ping tells: its
+   * reply comes back only from a live session (refused, or dropped with the
+   * session, otherwise). Until `wait` passes; false means "say hello again".
+   */
+  private async confirmed(wait: number, deadline: number): Promise<boolean> {
+    try {
+      await this.simple("ping", {}, wait);
+      return true;
+    } catch (error) {
+      if (this.closedError || Date.now() >= deadline) throw error;
+      return false;
+    }
+  }
+
   private async handshake(options: HelloOptions, deadline: number, signal: AbortSignal | undefined): Promise<HelloReply> {
     const nonce = randomBytes(16).toString("hex");
     const id = this.nextId++;
-    let synced = false;
+    if (!this.synced) {
+      this.helloId = id;
+      this.helloNonce = nonce;
+    }
     let stopResending = () => undefined as void;
     const replied = new Promise<FrameHeader>((resolvePromise, reject) => {
       const timer = setTimeout(() => finish(new PyroError(ErrorCode.agentError, HANDSHAKE_TIMEOUT, { details: { handshakeTimedOut: true } })), Math.max(0, deadline - Date.now()));
@@ -139,25 +187,19 @@ export class AgentSession {
         },
         onClose: (error) => finish(error),
       });
-      this.socket.on("data", (chunk: Buffer) => {
-        for (const frame of this.decoder.push(chunk)) {
-          // Frames of an earlier session can arrive first; nothing counts before our hello_ok.
-          if (!synced) {
-            if (frame.header.id === id && frame.header.type === "hello_ok" && frame.header.nonce === nonce) synced = true;
-            else if (!(frame.header.id === id && frame.header.type === "error")) continue;
-          }
-          this.pending.get(frame.header.id)?.onFrame(frame);
-        }
-      });
-      const onEnd = (cause?: unknown) => this.failAll(agentError("the connection to the guest agent closed", undefined, cause));
-      this.socket.on("error", onEnd);
-      this.socket.on("close", () => onEnd());
       const header: FrameHeader = { type: "hello", id, nonce };
       if (options.timeUnixMs !== undefined) header.time_unix_ms = options.timeUnixMs;
       if (options.hostname !== undefined) header.hostname = options.hostname;
       if (options.machineId !== undefined) header.machine_id = options.machineId;
       const sentAt = Date.now();
-      this.socket.write(encodeFrame(header, options.entropy ?? Buffer.alloc(0)));
+      const send = (entropy: Buffer) => {
+        try {
+          this.send(header, entropy);
+        } catch (error) {
+          finish(error instanceof PyroError ? error : agentError(String(error)));
+        }
+      };
+      send(options.entropy ?? Buffer.alloc(0));
       // A hello can be lost on a port just reconnected: the guest may take in the new
       // connection's first bytes before it processes the old one's close, and then drop
       // them with the old session. The same hello is sent again on this connection
@@ -165,11 +207,10 @@ export class AgentSession {
       // and the clock as it is then; the first hello_ok ends the wait.
       let wait = HELLO_RESEND_MS;
       const resend = () => {
-        if (this.closedError || synced) return;
+        if (this.closedError) return;
         debug("agent", `no hello_ok after ${Date.now() - sentAt} ms; sending the hello again`);
-        const again: FrameHeader = { ...header };
-        if (options.timeUnixMs !== undefined) again.time_unix_ms = options.timeUnixMs + (Date.now() - sentAt);
-        this.socket.write(encodeFrame(again, options.entropy ? randomBytes(options.entropy.length) : Buffer.alloc(0)));
+        if (options.timeUnixMs !== undefined) header.time_unix_ms = options.timeUnixMs + (Date.now() - sentAt);
+        send(options.entropy ? randomBytes(options.entropy.length) : Buffer.alloc(0));
         wait = Math.min(wait * 2, HELLO_RESEND_MAX_MS);
         resendTimer = setTimeout(resend, wait);
       };
