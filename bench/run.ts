@@ -3,7 +3,7 @@
  * cold boot, restore from a template snapshot, runInVm end to end three ways
  * (cold, restored, from a warm pool),
  * exec round trip in a running VM, host `bash -c true` as the floor,
- * throughput with 1, 2 and 4 runs in parallel, QEMU memory per VM, and
+ * QEMU memory per VM, and
  * workspaces: create (empty and seeded), exec round trip, sync push rate,
  * file read/write round trips, patch apply, diff of 1,000 files, export
  * rate, snapshot create and reset, stop and start with memory, fork of 1
@@ -13,7 +13,12 @@
  * from a guest to a server in a network namespace made for the purpose
  * (opened explicitly; as root only).
  *
- *   npm run bench [-- --runs N] [-- --json] [-- --only work]
+ * Last, the performance targets, each beside its host floor (bench/targets.ts):
+ * exec round trips, the CLI's `pyro run`, `vm_run` through `pyro mcp serve`,
+ * push/seed/export rates, runs per second with 1-8 in parallel, 16 idle
+ * workspaces, and `workspace list` with 100 records.
+ *
+ *   npm run bench [-- --runs N] [-- --json] [-- --only work|targets]
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -25,6 +30,7 @@ import { packageRoot } from "../src/config.js";
 import { Pyro } from "../src/index.js";
 import { VmManager } from "../src/runtime/vms.js";
 import { startTcpServers, TestNetns } from "../test/netns.js";
+import { benchTargets, formatTargets } from "./targets.js";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false }, only: { type: "string" } } });
 const runs = Math.max(1, Number(values.runs));
@@ -141,6 +147,12 @@ async function benchWork(results: Stats[]): Promise<number> {
 async function main(): Promise<void> {
   await pyro.pullEnvironment("debian:12", { warm: true });
   const results: Stats[] = [];
+  if (values.only === "targets") {
+    // Only the performance targets with their host floors (npm run bench -- --only targets).
+    const targets = await benchTargets(pyro, stateDir, runs, log);
+    process.stdout.write(values.json ? `${JSON.stringify(targets, null, 2)}\n` : `${formatTargets(targets)}\n`);
+    return;
+  }
   if (values.only === "work") {
     // Only shells, services and published ports (npm run bench -- --only work).
     const publishedMBps = await benchWork(results);
@@ -245,20 +257,6 @@ async function main(): Promise<void> {
   await pyro.deleteVm(vm.vmId);
 
 
-  const throughput: { parallel: number; runs: number; runsPerSecond: number }[] = [];
-  for (const parallel of [1, 2, 4]) {
-    const total = parallel * 4;
-    log(`throughput: ${total} restored runInVm, ${parallel} at a time`);
-    let next = 0;
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: parallel }, async () => {
-        while (next++ < total) await pyro.runInVm({ environment: "debian:12", command: "true" });
-      }),
-    );
-    throughput.push({ parallel, runs: total, runsPerSecond: total / ((performance.now() - started) / 1000) });
-  }
-
   log("QEMU resident memory and idle CPU of restored 1024 MiB guests (4 at once; CPU over 10 s)");
   const held = await Promise.all([1, 2, 3, 4].map(async () => pyro.startVm((await pyro.createVm({ environment: "debian:12", memMib: 1024 })).vmId)));
   const rss: number[] = [];
@@ -348,6 +346,7 @@ async function main(): Promise<void> {
   await edit.delete();
 
   const publishedMBps = await benchWork(results);
+  const targets = await benchTargets(pyro, stateDir, runs, log);
 
   const accel = (await pyro.doctor({ bootCheck: false })).accel.accel;
   const byName = (name: string) => results.find((r) => r.name === name)!;
@@ -361,7 +360,7 @@ async function main(): Promise<void> {
     pooledRunInVmOverHostFloor: byName("runInVm true, warm pool").medianMs / byName("host bash -c true (floor)").medianMs,
   };
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ accel, results, ratios, throughput, memory, pushMBps, exportMBps, publishedMBps, egress }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ accel, results, ratios, memory, pushMBps, exportMBps, publishedMBps, egress, targets }, null, 2)}\n`);
     return;
   }
   const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -372,7 +371,6 @@ async function main(): Promise<void> {
   out.push(
     `ratios (medians): runInVm cold/restored ${ratios.coldOverRestoreRunInVm.toFixed(1)}x, boot cold/restore ${ratios.coldBootOverRestore.toFixed(1)}x, runInVm restored/host floor ${ratios.restoredRunInVmOverHostFloor.toFixed(1)}x`,
     `ratios with a warm pool (medians): runInVm cold/pooled ${ratios.coldOverPooledRunInVm.toFixed(1)}x, runInVm pooled/host floor ${ratios.pooledRunInVmOverHostFloor.toFixed(1)}x`,
-    `throughput (restored runInVm true): ${throughput.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `QEMU RSS per restored ${memory.guestMemMib} MiB guest: ${memory.qemuRssMib.join(", ")} MiB (average ${memory.averageMib} MiB)`,
     `idle VM, host CPU per QEMU over 10 s: ${memory.idleCpuPercent.map((p) => `${p.toFixed(1)} %`).join(", ")} of one core`,
     `workspace sync push throughput (10 MB in 1,000 files, median): ${pushMBps.toFixed(1)} MB/s`,
@@ -383,6 +381,7 @@ async function main(): Promise<void> {
       ? `egress throughput, guest to a server in a test network namespace (${egress.megabytes} MB per run): ${egress.mbps.map((m) => m.toFixed(1)).join(", ")} MB/s`
       : `egress throughput: skipped (${egress.skipped})`,
   );
+  out.push("", "targets (medians; each beside the same work on the host):", formatTargets(targets));
   process.stdout.write(`${out.join("\n")}\n`);
 }
 
