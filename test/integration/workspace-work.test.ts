@@ -90,6 +90,8 @@ describe("shells, services, published ports and secrets, on real guests", () => 
     assert.ok(!text.includes("\x1b"), "plain output has no escape sequences");
 
     await pyro.writeShell(ws.workspaceId, shell.shellId, "sleep 100");
+    // Only once sleep is the foreground job: an INT before that reaches bash at its prompt.
+    for (let i = 0; i < 50 && (await ws.exec("grep -qx sleep /proc/[0-9]*/comm")).exitCode !== 0; i++) await new Promise((r) => setTimeout(r, 100));
     await pyro.signalShell(ws.workspaceId, shell.shellId, "INT");
     await pyro.writeShell(ws.workspaceId, shell.shellId, "echo back-at-$(basename $PWD)");
     ({ text, cursor } = await readUntil(ws, shell.shellId, cursor, /back-at-sub/));
