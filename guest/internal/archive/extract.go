@@ -12,7 +12,6 @@ import (
 	"path"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -317,17 +316,17 @@ func (x *extractor) file(name string, hdr *tar.Header, tr *tar.Reader, s *stream
 	}
 	full := x.full(name)
 	// O_EXCL|O_NOFOLLOW: never write through whatever might be there.
-	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	fd, err := rawCreateExcl(full)
 	if err != nil {
 		return ioError(name, err)
 	}
 	x.kinds[name] = kindFile
-	defer f.Close()
 	var written int64
 	for {
 		n, rerr := tr.Read(x.buf)
 		if n > 0 {
-			if _, werr := f.Write(x.buf[:n]); werr != nil {
+			if werr := writeAll(fd, x.buf[:n]); werr != nil {
+				rawClose(fd)
 				return ioError(name, werr)
 			}
 			written += int64(n)
@@ -336,23 +335,19 @@ func (x *extractor) file(name string, hdr *tar.Header, tr *tar.Reader, s *stream
 			break
 		}
 		if rerr != nil {
+			rawClose(fd)
 			return x.readError(s, name, rerr)
 		}
 	}
 	if written != hdr.Size {
+		rawClose(fd)
 		return refuse(name, "holds %d bytes of data, its header says %d", written, hdr.Size)
 	}
 	// Explicitly, and through the descriptor: the create mode is subject
 	// to the umask, and setuid/setgid/sticky never come from an archive.
-	if err := f.Chmod(perm(hdr.Mode)); err != nil {
-		return ioError(name, err)
-	}
-	if err := f.Close(); err != nil {
-		return ioError(name, err)
-	}
-	// full is the regular file just created: Chtimes cannot be led
-	// anywhere else by a symlink.
-	if err := os.Chtimes(full, hdr.ModTime, hdr.ModTime); err != nil {
+	// The times go through the descriptor too, so nothing else at the path
+	// can receive them.
+	if err := rawFinish(fd, uint32(perm(hdr.Mode)), hdr.ModTime); err != nil {
 		return ioError(name, err)
 	}
 	x.st.Files++
