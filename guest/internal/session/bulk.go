@@ -15,32 +15,38 @@ import (
 // thread), so the second P is there only while a transfer runs.
 const bulkProcs = 2
 
-var bulk struct {
+// procsRaiser raises the number of Ps while any bulk operation runs.
+type procsRaiser struct {
+	set    func(int) int // runtime.GOMAXPROCS
 	mu     sync.Mutex
 	active int
 	before int
 }
 
+var bulk = &procsRaiser{set: runtime.GOMAXPROCS}
+
 // beginBulk raises GOMAXPROCS to bulkProcs until the returned function is
 // called; overlapping transfers share the raise.
-func beginBulk() (end func()) {
-	bulk.mu.Lock()
-	defer bulk.mu.Unlock()
-	if bulk.active == 0 {
-		bulk.before = runtime.GOMAXPROCS(0)
-		if bulk.before < bulkProcs {
-			runtime.GOMAXPROCS(bulkProcs)
+func beginBulk() (end func()) { return bulk.begin() }
+
+func (r *procsRaiser) begin() (end func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.active == 0 {
+		r.before = r.set(0)
+		if r.before < bulkProcs {
+			r.set(bulkProcs)
 		}
 	}
-	bulk.active++
+	r.active++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			bulk.mu.Lock()
-			defer bulk.mu.Unlock()
-			bulk.active--
-			if bulk.active == 0 && bulk.before < bulkProcs {
-				runtime.GOMAXPROCS(bulk.before)
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.active--
+			if r.active == 0 && r.before < bulkProcs {
+				r.set(r.before)
 			}
 		})
 	}
