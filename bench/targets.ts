@@ -25,9 +25,10 @@ export interface TargetRow {
 }
 
 export interface ScaleFigures {
+  startPath: string;
   runsPerSecond: { parallel: number; runsPerSecond: number }[];
-  idle: { workspaces: number; up: number; qemuRssMib: number[]; qemuCpuPercent: number[]; hostCpuPercent: number };
-  list: { records: number; workspaces: number; cliMs: number; sdkMs: number };
+  idle: { workspaces: number; up: number; qemuRssMib: number[]; qemuPssMib: number[]; qemuCpuPercent: number[]; hostCpuPercent: number };
+  list: { records: number; workspaces: number; cliMs: number; sdkMs: number; cliMsWith16: number };
 }
 
 const PYRO = join(packageRoot(), "bin", "pyro");
@@ -69,12 +70,47 @@ function rssMib(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN) / 1024;
 }
 
+/** Proportional set size: pages shared with other processes (QEMU's binary and libraries) count by their share. */
+function pssMib(pid: number): number {
+  return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? NaN) / 1024;
+}
+
 function run(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [PYRO, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`pyro ${args.join(" ")} exited ${code}: ${stderr}`))));
+  });
+}
+
+/** The moments a CLI run reaches, from its debug lines, in ms since it was spawned. */
+function startPath(args: string[], env: NodeJS.ProcessEnv): Promise<{ total: number; marks: [string, number][] }> {
+  const wanted: [RegExp, string][] = [
+    [/\[pyro:jail\]/, "confinement probed"],
+    [/spawned QEMU/, "QEMU spawned"],
+    [/QMP and console connected/, "QMP up"],
+    [/saved state loaded/, "state loaded"],
+    [/agent handshake done/, "agent ready"],
+    [/\[pyro:vm\] \w+ started/, "started"],
+    [/\[pyro:vm\] deleted/, "deleted"],
+  ];
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const marks: [string, number][] = [];
+    const child = spawn(process.execPath, [PYRO, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
+    let pending = "";
+    child.stderr.on("data", (d: Buffer) => {
+      const at = performance.now() - started;
+      pending += d.toString();
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) {
+        const hit = wanted.find(([re]) => re.test(line));
+        if (hit && !marks.some(([m]) => m === hit[1])) marks.push([hit[1], at]);
+      }
+    });
+    child.on("close", (code) => (code === 0 ? resolve({ total: performance.now() - started, marks }) : reject(new Error(`pyro ${args.join(" ")} exited ${code}`))));
   });
 }
 
@@ -157,6 +193,20 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   row("sync push, 10 MB in 1,000 files", push, 30, cpFloor, "MB/s");
   row("seed (create seeded less create empty), 10 MB in 1,000 files", seed, 30, cpFloor, "MB/s");
   row("export, 10 MB in 1,000 files", exported, 30, cpFloor, "MB/s");
+  // What the guest itself can do with that tree: GNU tar, from memory to its disk and back, then a sync.
+  const inGuest = await ws.exec(
+    "cd /workspace && tar cf /dev/shm/t.tar p0 && sync && s=$(date +%s%N) && mkdir /tmp/t && tar xf /dev/shm/t.tar -C /tmp/t && sync && m=$(date +%s%N) && tar cf /dev/shm/u.tar -C /tmp/t . && e=$(date +%s%N) && echo $(( (m - s) / 1000 )) $(( (e - m) / 1000 )) && rm -rf /tmp/t /dev/shm/t.tar /dev/shm/u.tar",
+    { timeoutSeconds: 120 },
+  );
+  const [extractUs, archiveUs] = inGuest.stdout.trim().split(" ").map(Number);
+  if (!extractUs || !archiveUs) throw new Error(`no in-guest tar figures: ${inGuest.stdout} ${inGuest.stderr}`);
+  rows.push({ figure: "  in-guest floor: GNU tar extract + sync / archive, same tree", measured: `${(treeMB / (extractUs / 1e6)).toFixed(1)} / ${(treeMB / (archiveUs / 1e6)).toFixed(1)} MB/s`, target: "-", floor: "-", ratio: "-", met: null });
+  const big = mkdtempSync(join(tmpdir(), "pyro-bench-big-"));
+  writeFileSync(join(big, "one.bin"), randomBytes(10 * 1024 * 1000));
+  let bigPushes = 0;
+  const bigPush = treeMB / (median(await samples(3, () => ws.push(big, { dest: `b${bigPushes++}` }))) / 1000);
+  rmSync(big, { recursive: true, force: true });
+  rows.push({ figure: "  sync push of one 10 MB file (the channel's rate)", measured: `${bigPush.toFixed(1)} MB/s`, target: "-", floor: "-", ratio: "-", met: null });
   rmSync(tree, { recursive: true, force: true });
   await ws.delete();
 
@@ -165,6 +215,13 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   await run(["run", "debian:12", "--", "true"], noPool);
   const cliRun = median(await samples(Math.min(runs, 10), () => run(["run", "debian:12", "--", "true"], noPool)));
   row("`pyro run debian:12 -- true`, CLI end to end, no pool", cliRun, 300, nodeFloor, "ms", " (floor: node start)");
+
+  log("targets: where a `pyro run` spends its time (PYRO_DEBUG lines, timed as they arrive; 3 runs, the median total shown)");
+  const breakdowns: { total: number; marks: [string, number][] }[] = [];
+  for (let i = 0; i < 3; i++) breakdowns.push(await startPath(["run", "debian:12", "--", "true"], { ...noPool, PYRO_DEBUG: "1" }));
+  breakdowns.sort((a, b) => a.total - b.total);
+  const path = breakdowns[1]!;
+  const startPathLine = `start path of \`pyro run debian:12 -- true\` (ms since the process started): ${path.marks.map(([m, t]) => `${m} ${t.toFixed(0)}`).join(", ")}, exited ${path.total.toFixed(0)}`;
 
   log(`targets: vm_run of \`true\` through \`pyro mcp serve\` (default settings), ${Math.max(runs, 10)} calls, 2 s apart`);
   const transport = new StdioClientTransport({ command: process.execPath, args: [PYRO, "mcp", "serve"], env: env, stderr: "ignore" });
@@ -218,18 +275,21 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   const qemuCpuPercent = pids.map((pid, i) => (cpuTicks(pid) - qemuBefore[i]!) / 10);
   const hostCpuPercent = (hostBusyTicks() - hostBefore) / 10;
   const qemuRssMib = pids.map((pid) => Math.round(rssMib(pid)));
+  const qemuPssMib = pids.map((pid) => Math.round(pssMib(pid)));
   row("idle VM, host CPU (each of 16, median)", median(qemuCpuPercent), 1, NaN, "%");
   row("16 idle 1024 MiB workspaces: whole host CPU", hostCpuPercent, 20, NaN, "%");
   rows.push({
     figure: "16 idle 1024 MiB workspaces: QEMU RSS (max of 16)",
-    measured: `${Math.max(...qemuRssMib)} MiB (${up} of 16 up)`,
+    measured: `${Math.max(...qemuRssMib)} MiB, PSS ${Math.max(...qemuPssMib)} MiB (${up} of 16 up)`,
     target: "≤ 100 MiB, all up",
     floor: "-",
     ratio: "-",
     met: up === 16 && Math.max(...qemuRssMib) <= 100,
   });
 
-  log("scale: `pyro workspace list` with 100 records (the 16 workspaces and 84 created VMs)");
+  log("scale: `pyro workspace list` with 16 records (the workspaces), then 100 (and 84 created VMs)");
+  await run(["workspace", "list", "--json"], env);
+  const cliList16 = median(await samples(5, () => run(["workspace", "list", "--json"], env)));
   const extra: string[] = [];
   for (let i = 0; i < 84; i++) extra.push((await pyro.createVm({ environment: "debian:12" })).vmId);
   await run(["workspace", "list", "--json"], env);
@@ -242,9 +302,10 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   return {
     rows,
     scale: {
+      startPath: startPathLine,
       runsPerSecond,
-      idle: { workspaces: 16, up, qemuRssMib, qemuCpuPercent, hostCpuPercent },
-      list: { records: 100, workspaces: 16, cliMs: cliList, sdkMs: sdkList },
+      idle: { workspaces: 16, up, qemuRssMib, qemuPssMib, qemuCpuPercent, hostCpuPercent },
+      list: { records: 100, workspaces: 16, cliMs: cliList, sdkMs: sdkList, cliMsWith16: cliList16 },
     },
   };
 }
@@ -256,9 +317,10 @@ export function formatTargets(result: { rows: TargetRow[]; scale: ScaleFigures }
   const lines = table.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
   const { runsPerSecond, idle, list } = result.scale;
   lines.push(
+    result.scale.startPath,
     `runs per second (restored runInVm true): ${runsPerSecond.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
-    `16 idle workspaces: QEMU RSS ${idle.qemuRssMib.join(", ")} MiB; QEMU CPU ${idle.qemuCpuPercent.map((p) => p.toFixed(1)).join(", ")} % of a core`,
-    `workspace list with ${list.records} records (${list.workspaces} workspaces): CLI ${ms(list.cliMs)}, SDK ${ms(list.sdkMs)}`,
+    `16 idle workspaces: QEMU RSS ${idle.qemuRssMib.join(", ")} MiB; PSS ${idle.qemuPssMib.join(", ")} MiB; QEMU CPU ${idle.qemuCpuPercent.map((p) => p.toFixed(1)).join(", ")} % of a core`,
+    `workspace list with ${list.records} records (${list.workspaces} workspaces): CLI ${ms(list.cliMs)} (with 16 records: ${ms(list.cliMsWith16)}), SDK ${ms(list.sdkMs)}`,
   );
   return lines.join("\n");
 }
