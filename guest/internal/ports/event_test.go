@@ -32,6 +32,11 @@ func (b *lockedBuffer) replies() []string {
 	b.mu.Lock()
 	out := append([]byte(nil), b.buf.Bytes()...)
 	b.mu.Unlock()
+	return decodeReplies(out)
+}
+
+// decodeReplies decodes the agent's frames in out as "type/id" strings.
+func decodeReplies(out []byte) []string {
 	var got []string
 	d := protocol.NewDecoder(bytes.NewReader(out))
 	for {

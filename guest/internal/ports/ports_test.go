@@ -146,16 +146,7 @@ func TestServeSurvivesDisconnects(t *testing.T) {
 		out := append([]byte(nil), port.output.Bytes()...)
 		eofs := port.eofs
 		port.mu.Unlock()
-		var got []string
-		d := protocol.NewDecoder(bytes.NewReader(out))
-		for {
-			f, err := d.Next()
-			if err != nil {
-				break
-			}
-			typ, id, _ := protocol.ParseEnvelope(f.Header)
-			got = append(got, typ+"/"+string(rune('0'+id)))
-		}
+		got := decodeReplies(out)
 		if reflect.DeepEqual(got, []string{"hello_ok/2", "ok/3"}) {
 			if eofs < 3 {
 				t.Fatalf("only %d EOF polls", eofs)
