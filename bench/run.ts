@@ -22,7 +22,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -30,6 +30,7 @@ import { packageRoot } from "../src/config.js";
 import { Pyro } from "../src/index.js";
 import { VmManager } from "../src/runtime/vms.js";
 import { startTcpServers, TestNetns } from "../test/netns.js";
+import { cpuTicks, formatMs, median, repeat, rssMib, time } from "./measure.js";
 import { benchTargets, formatTargets } from "./targets.js";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, json: { type: "boolean", default: false }, only: { type: "string" } } });
@@ -54,21 +55,7 @@ interface Stats {
 function stats(name: string, samples: number[]): Stats {
   const sorted = [...samples].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-  const mid = Math.floor(sorted.length / 2);
-  const median = sorted.length % 2 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-  return { name, runs: samples.length, minMs: sorted[0] ?? NaN, medianMs: median, p95Ms: at(0.95), maxMs: sorted[sorted.length - 1] ?? NaN };
-}
-
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const started = performance.now();
-  await fn();
-  return performance.now() - started;
-}
-
-async function repeat(count: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const samples: number[] = [];
-  for (let i = 0; i < count; i++) samples.push(await time(fn));
-  return samples;
+  return { name, runs: samples.length, minMs: sorted[0] ?? NaN, medianMs: median(sorted), p95Ms: at(0.95), maxMs: sorted[sorted.length - 1] ?? NaN };
 }
 
 function log(message: string): void {
@@ -78,18 +65,6 @@ function log(message: string): void {
 async function waitForFillers(): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline && spawnSync("pgrep", ["-f", `[b]in/pyro pool fill`]).status === 0) await new Promise((r) => setTimeout(r, 200));
-}
-
-/** User and system CPU time of a process so far, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function rssMib(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
 }
 
 /** Shells, services and published ports; returns the published port's throughput in MB/s. */
@@ -363,8 +338,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify({ accel, results, ratios, memory, pushMBps, exportMBps, publishedMBps, egress, targets }, null, 2)}\n`);
     return;
   }
-  const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
-  const rows = [["benchmark", "runs", "min", "median", "p95", "max"], ...results.map((r) => [r.name, String(r.runs), fmt(r.minMs), fmt(r.medianMs), fmt(r.p95Ms), fmt(r.maxMs)])];
+
+  const rows = [["benchmark", "runs", "min", "median", "p95", "max"], ...results.map((r) => [r.name, String(r.runs), formatMs(r.minMs), formatMs(r.medianMs), formatMs(r.p95Ms), formatMs(r.maxMs)])];
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   const out: string[] = [`accelerator: ${accel}`];
   for (const row of rows) out.push(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));

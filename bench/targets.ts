@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -13,6 +13,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { packageRoot } from "../src/config.js";
 import type { Pyro } from "../src/index.js";
 import { VmManager } from "../src/runtime/vms.js";
+import { cpuTicks, formatMs, hostBusyTicks, median, pssMib, repeat, rssMib, sleep, time } from "./measure.js";
 
 export interface TargetRow {
   figure: string;
@@ -32,48 +33,6 @@ export interface ScaleFigures {
 }
 
 const PYRO = join(packageRoot(), "bin", "pyro");
-
-function median(samples: number[]): number {
-  const s = [...samples].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-async function timed(fn: () => unknown): Promise<number> {
-  const started = performance.now();
-  await fn();
-  return performance.now() - started;
-}
-
-async function samples(count: number, fn: () => unknown): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) out.push(await timed(fn));
-  return out;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-/** Busy clock ticks of the whole host so far (all cores). */
-function hostBusyTicks(): number {
-  const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal
-  return cpu[0]! + cpu[1]! + cpu[2]! + cpu[5]! + cpu[6]! + cpu[7]!;
-}
-
-function rssMib(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN) / 1024;
-}
-
-/** Proportional set size: pages shared with other processes (QEMU's binary and libraries) count by their share. */
-function pssMib(pid: number): number {
-  return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? NaN) / 1024;
-}
 
 function run(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -114,7 +73,6 @@ function startPath(args: string[], env: NodeJS.ProcessEnv): Promise<{ total: num
   });
 }
 
-const ms = (v: number) => (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(1)} ms`);
 
 /**
  * Measures every target of the performance work, with `runs` samples each
@@ -124,7 +82,7 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   const rows: TargetRow[] = [];
   const env = { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0" };
   const row = (figure: string, measured: number, target: number, floor: number, unit: "ms" | "MB/s" | "%", note = "") => {
-    const show = (v: number) => (unit === "ms" ? ms(v) : unit === "MB/s" ? `${v.toFixed(1)} MB/s` : `${v.toFixed(1)} %`);
+    const show = (v: number) => (unit === "ms" ? formatMs(v) : unit === "MB/s" ? `${v.toFixed(1)} MB/s` : `${v.toFixed(1)} %`);
     const ratio = unit === "ms" ? measured / floor : unit === "MB/s" ? floor / measured : NaN;
     const met = unit === "MB/s" ? measured >= target : measured <= target;
     rows.push({
@@ -138,22 +96,22 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   };
 
   log(`targets: host floors (bash -c true, bash -lc true, node start, cp of the tree); ${runs} runs`);
-  const bashFloor = median(await samples(runs, () => spawnSync("bash", ["-c", "true"])));
-  const loginFloor = median(await samples(runs, () => spawnSync("bash", ["-lc", "true"])));
-  const nodeFloor = median(await samples(Math.min(runs, 5), () => spawnSync(process.execPath, ["-e", ""])));
+  const bashFloor = median(await repeat(runs, () => spawnSync("bash", ["-c", "true"])));
+  const loginFloor = median(await repeat(runs, () => spawnSync("bash", ["-lc", "true"])));
+  const nodeFloor = median(await repeat(Math.min(runs, 5), () => spawnSync(process.execPath, ["-e", ""])));
 
   log(`targets: exec round trips in a running workspace; ${Math.max(runs, 20)} runs`);
   const ws = await pyro.createWorkspace({ environment: "debian:12" });
   await ws.exec("true");
-  const execTrue = median(await samples(Math.max(runs, 20), () => ws.exec("true")));
+  const execTrue = median(await repeat(Math.max(runs, 20), () => ws.exec("true")));
   // Every shell command runs under the login environment, so `true` above already has bash -lc semantics; this is the old way, a whole login shell.
-  const execLogin = median(await samples(Math.max(runs, 20), () => ws.exec("bash -lc true")));
+  const execLogin = median(await repeat(Math.max(runs, 20), () => ws.exec("bash -lc true")));
   // The same without a workspace's journal and disk sync: a plain VM's exec through the runtime.
   const runtime = new VmManager(pyro.paths);
   const vm = await pyro.createVm({ environment: "debian:12" });
   await pyro.startVm(vm.vmId);
   await runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 });
-  const vmExec = median(await samples(Math.max(runs, 20), () => runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 })));
+  const vmExec = median(await repeat(Math.max(runs, 20), () => runtime.exec(vm.vmId, { command: "true", timeoutSeconds: 30 })));
   await pyro.deleteVm(vm.vmId);
   row("exec round trip, `true`, running workspace (SDK)", execTrue, 30, bashFloor, "ms");
   row("exec round trip, `true`, running VM, no journal or sync", vmExec, 30, bashFloor, "ms");
@@ -168,22 +126,22 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   }
   const treeMB = (1000 * 10 * 1024) / 1e6;
   let copies = 0;
-  const cpFloor = treeMB / (median(await samples(3, () => cpSync(tree, join(tree, "..", `${tree.split("/").pop()}-copy${copies++}`), { recursive: true }))) / 1000);
+  const cpFloor = treeMB / (median(await repeat(3, () => cpSync(tree, join(tree, "..", `${tree.split("/").pop()}-copy${copies++}`), { recursive: true }))) / 1000);
   for (let i = 0; i < copies; i++) rmSync(join(tree, "..", `${tree.split("/").pop()}-copy${i}`), { recursive: true, force: true });
   let pushes = 0;
-  const push = treeMB / (median(await samples(3, () => ws.push(tree, { dest: `p${pushes++}` }))) / 1000);
+  const push = treeMB / (median(await repeat(3, () => ws.push(tree, { dest: `p${pushes++}` }))) / 1000);
   const exportDir = mkdtempSync(join(tmpdir(), "pyro-bench-out-"));
   let exports = 0;
-  const exported = treeMB / (median(await samples(3, () => ws.export(join(exportDir, `e${exports++}`), { path: "p0" }))) / 1000);
+  const exported = treeMB / (median(await repeat(3, () => ws.export(join(exportDir, `e${exports++}`), { path: "p0" }))) / 1000);
   rmSync(exportDir, { recursive: true, force: true });
   const seededIds: string[] = [];
   const emptyCreate = median(
-    await samples(3, async () => {
+    await repeat(3, async () => {
       seededIds.push((await pyro.createWorkspace({ environment: "debian:12" })).workspaceId);
     }),
   );
   const seededCreate = median(
-    await samples(3, async () => {
+    await repeat(3, async () => {
       seededIds.push((await pyro.createWorkspace({ environment: "debian:12", seedPath: tree })).workspaceId);
     }),
   );
@@ -204,7 +162,7 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   const big = mkdtempSync(join(tmpdir(), "pyro-bench-big-"));
   writeFileSync(join(big, "one.bin"), randomBytes(10 * 1024 * 1000));
   let bigPushes = 0;
-  const bigPush = treeMB / (median(await samples(3, () => ws.push(big, { dest: `b${bigPushes++}` }))) / 1000);
+  const bigPush = treeMB / (median(await repeat(3, () => ws.push(big, { dest: `b${bigPushes++}` }))) / 1000);
   rmSync(big, { recursive: true, force: true });
   rows.push({ figure: "  sync push of one 10 MB file (the channel's rate)", measured: `${bigPush.toFixed(1)} MB/s`, target: "-", floor: "-", ratio: "-", met: null });
   rmSync(tree, { recursive: true, force: true });
@@ -213,7 +171,7 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   log(`targets: \`pyro run debian:12 -- true\` as a CLI process, no pool; ${Math.min(runs, 10)} runs`);
   const noPool = { ...env, PYRO_POOL_SIZE: "0" };
   await run(["run", "debian:12", "--", "true"], noPool);
-  const cliRun = median(await samples(Math.min(runs, 10), () => run(["run", "debian:12", "--", "true"], noPool)));
+  const cliRun = median(await repeat(Math.min(runs, 10), () => run(["run", "debian:12", "--", "true"], noPool)));
   row("`pyro run debian:12 -- true`, CLI end to end, no pool", cliRun, 300, nodeFloor, "ms", " (floor: node start)");
 
   log("targets: where a `pyro run` spends its time (PYRO_DEBUG lines, timed as they arrive; 3 runs, the median total shown)");
@@ -236,7 +194,7 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
       // A model takes seconds between calls; the server refills meanwhile.
       await sleep(2000);
       mcpRuns.push(
-        await timed(async () => {
+        await time(async () => {
           const result = (await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "true" } })) as { isError?: boolean; content: unknown };
           if (result.isError) throw new Error(`vm_run failed: ${JSON.stringify(result.content)}`);
         }),
@@ -252,7 +210,7 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
   for (const parallel of [1, 2, 4, 8]) {
     const total = Math.max(8, parallel * 2);
     let next = 0;
-    const wall = await timed(() =>
+    const wall = await time(() =>
       Promise.all(
         Array.from({ length: parallel }, async () => {
           while (next++ < total) await pyro.runInVm({ environment: "debian:12", command: "true" });
@@ -289,13 +247,13 @@ export async function benchTargets(pyro: Pyro, stateDir: string, runs: number, l
 
   log("scale: `pyro workspace list` with 16 records (the workspaces), then 100 (and 84 created VMs)");
   await run(["workspace", "list", "--json"], env);
-  const cliList16 = median(await samples(5, () => run(["workspace", "list", "--json"], env)));
+  const cliList16 = median(await repeat(5, () => run(["workspace", "list", "--json"], env)));
   const extra: string[] = [];
   for (let i = 0; i < 84; i++) extra.push((await pyro.createVm({ environment: "debian:12" })).vmId);
   await run(["workspace", "list", "--json"], env);
-  const cliList = median(await samples(5, () => run(["workspace", "list", "--json"], env)));
-  const sdkList = median(await samples(5, () => pyro.listWorkspaces()));
-  rows.push({ figure: "`pyro workspace list`, 100 records (CLI process)", measured: ms(cliList), target: "grows no faster than records", floor: ms(nodeFloor), ratio: `${(cliList / nodeFloor).toFixed(1)}x`, met: null });
+  const cliList = median(await repeat(5, () => run(["workspace", "list", "--json"], env)));
+  const sdkList = median(await repeat(5, () => pyro.listWorkspaces()));
+  rows.push({ figure: "`pyro workspace list`, 100 records (CLI process)", measured: formatMs(cliList), target: "grows no faster than records", floor: formatMs(nodeFloor), ratio: `${(cliList / nodeFloor).toFixed(1)}x`, met: null });
   for (const id of extra) await pyro.deleteVm(id);
   for (const id of idleIds) await pyro.deleteWorkspace(id);
 
@@ -320,7 +278,7 @@ export function formatTargets(result: { rows: TargetRow[]; scale: ScaleFigures }
     result.scale.startPath,
     `runs per second (restored runInVm true): ${runsPerSecond.map((t) => `${t.parallel} at a time ${t.runsPerSecond.toFixed(2)}/s`).join(", ")}`,
     `16 idle workspaces: QEMU RSS ${idle.qemuRssMib.join(", ")} MiB; PSS ${idle.qemuPssMib.join(", ")} MiB; QEMU CPU ${idle.qemuCpuPercent.map((p) => p.toFixed(1)).join(", ")} % of a core`,
-    `workspace list with ${list.records} records (${list.workspaces} workspaces): CLI ${ms(list.cliMs)} (with 16 records: ${ms(list.cliMsWith16)}), SDK ${ms(list.sdkMs)}`,
+    `workspace list with ${list.records} records (${list.workspaces} workspaces): CLI ${formatMs(list.cliMs)} (with 16 records: ${formatMs(list.cliMsWith16)}), SDK ${formatMs(list.sdkMs)}`,
   );
   return lines.join("\n");
 }
