@@ -7,9 +7,9 @@ import { Defaults, qemuBinary, type Paths } from "../config.js";
 import type { EnvironmentStore, ReadyEnvironment } from "../environments/store.js";
 import { ErrorCode, PyroError } from "../errors.js";
 import { debug } from "../util/log.js";
-import { killAndWait, which } from "../util/proc.js";
+import { executableIdentity, killAndWait, which } from "../util/proc.js";
 import { createOverlay, type VmLauncher } from "./launch.js";
-import { environmentDigest, qemuIdentity, TEMPLATE_FORMAT, type ReadyTemplate, type TemplateKey, type TemplateStore } from "./templates.js";
+import { environmentDigest, TEMPLATE_FORMAT, type ReadyTemplate, type TemplateKey, type TemplateStore } from "./templates.js";
 import type { StartHooks } from "./types.js";
 
 /**
@@ -37,7 +37,7 @@ export class TemplateBuilder {
       memMib: shape.memMib,
       network: shape.network,
       tscKhz: (await this.launcher.tscKhz(accel)) ?? null,
-      qemu: await qemuIdentity(binary),
+      qemu: await executableIdentity(binary),
     };
   }
 

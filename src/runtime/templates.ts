@@ -62,11 +62,6 @@ export function environmentDigest(manifest: EnvironmentManifest): string {
   return createHash("sha256").update(`${kernel.sha256}:${initramfs.sha256}:${rootfs.sha256}`).digest("hex");
 }
 
-export async function qemuIdentity(binaryPath: string): Promise<string> {
-  const info = await stat(binaryPath);
-  return `${binaryPath}:${info.size}:${Math.floor(info.mtimeMs)}`;
-}
-
 async function stampOf(path: string): Promise<string | undefined> {
   const info = await stat(path, { bigint: true }).catch(() => undefined);
   return info && `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** The whole environment of a process a guest may take over (QEMU, the network helper): nothing of pyro's own, no tokens or credentials. */
@@ -161,6 +161,16 @@ export function runTool(command: string, args: readonly string[], options: RunOp
       resolvePromise({ code, signal, stdout, stderr });
     });
   });
+}
+
+/**
+ * Which build of a program a path holds: its path, size and modification
+ * time. Keys what is known of a binary (a template's QEMU, whether that QEMU
+ * has seccomp); a rebuilt or upgraded binary gets a new identity.
+ */
+export async function executableIdentity(path: string): Promise<string> {
+  const info = await stat(path);
+  return `${path}:${info.size}:${Math.floor(info.mtimeMs)}`;
 }
 
 /** Finds an executable on PATH (or checks an explicit path). */

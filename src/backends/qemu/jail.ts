@@ -4,7 +4,7 @@ import type { Readable } from "node:stream";
 import { launcherPath } from "../../config.js";
 import { readJsonIfExists, writeJsonAtomic } from "../../util/fs.js";
 import { debug, warnOnce } from "../../util/log.js";
-import { runTool, which } from "../../util/proc.js";
+import { executableIdentity, runTool, which } from "../../util/proc.js";
 import { inspectCgroups, type CgroupSupport } from "./cgroup.js";
 
 /**
@@ -90,8 +90,7 @@ async function ensureQemuUser(name: string): Promise<{ user?: { name: string; ui
 async function qemuSeccomp(qemu: string, cacheDir: string | undefined): Promise<{ ok: boolean; detail: string }> {
   const binary = await which(qemu);
   if (!binary) return { ok: false, detail: `QEMU (${qemu}) is not installed` };
-  const info = await stat(binary).catch(() => undefined);
-  const identity = info && `${binary}:${info.size}:${Math.floor(info.mtimeMs)}`;
+  const identity = await executableIdentity(binary).catch(() => undefined);
   const cacheFile = cacheDir && join(cacheDir, "qemu-seccomp.json");
   const recorded = cacheFile && (await readJsonIfExists<{ qemu: string; ok: boolean }>(cacheFile).catch(() => undefined));
   let ok: boolean;
