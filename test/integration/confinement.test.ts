@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
+import { spawnSync } from "node:child_process";
+import { inspectJail } from "../../src/backends/qemu/jail.js";
 import { QmpClient } from "../../src/backends/qemu/qmp.js";
 import { Pyro } from "../../src/index.js";
 import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, tempStateDir } from "../helpers.js";
@@ -174,6 +176,22 @@ describe("templates and VM files", () => {
       const dir = join(templates, name);
       assert.equal(statSync(dir).mode & 0o777, 0o700, dir);
       for (const file of readdirSync(dir)) assert.equal(statSync(join(dir, file)).mode & 0o777, 0o600, join(dir, file));
+    }
+  });
+});
+
+describe("the QEMU user", () => {
+  test("is created on a host that does not have it yet", { skip: !root && "creating a system user needs root" }, async () => {
+    // A name no host has: inspectJail must create it as it would pyro-qemu on a fresh machine.
+    const name = `pyro-t${process.pid.toString(36)}`;
+    try {
+      const host = await inspectJail("qemu-system-x86_64", { ...process.env, PYRO_QEMU_USER: name });
+      const layer = host.layers.find((l) => l.layer === "user");
+      assert.equal(layer?.active, true, layer?.detail);
+      assert.equal(host.qemuUser?.name, name);
+      assert.match(readFileSync("/etc/passwd", "utf8"), new RegExp(`^${name}:x:${host.qemuUser!.uid}:`, "m"));
+    } finally {
+      spawnSync("userdel", [name]);
     }
   });
 });

@@ -74,7 +74,7 @@ async function ensureQemuUser(name: string): Promise<{ user?: { name: string; ui
   if (!useradd) return { detail: `user ${name} does not exist and useradd is missing; create it (useradd --system ${name}) so QEMU does not run as root` };
   const made = await runTool(
     useradd,
-    ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "pyro: runs QEMU unprivileged", name],
+    ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "pyro QEMU sandbox user", name],
     { timeoutMs: 30_000 },
   ).catch((error: unknown) => ({ code: -1, stderr: String(error), stdout: "", signal: null }));
   const user = await lookupUser(name);
