@@ -52,28 +52,29 @@ export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /**
  * What to do about each kind of failure, when the place that raised it had
- * nothing more specific to say: every error carries a hint. Written for any
- * caller (CLI, SDK or a model), so they name no surface's flags, and none
- * suggests turning isolation off.
+ * nothing more specific to say: every error carries a hint. Written, as all
+ * messages and hints are, in the SDK's words (camelCase options, operations
+ * as `listVms()`); each surface renders them in its own (src/vocabulary.ts).
+ * None suggests turning isolation off.
  */
 export const DEFAULT_HINTS: Record<ErrorCodeValue, string> = {
   invalid_argument: "correct the named argument; the message says what is accepted",
-  unknown_environment: "list the environments with `pyro env list` (vm_list_environments)",
-  guest_unavailable: "`pyro doctor` shows what this host lacks to boot guests",
+  unknown_environment: "listEnvironments() shows the environments there are",
+  guest_unavailable: "doctor() shows what this host lacks to boot guests",
   environment_build_failed: "see the message for the failing step; building needs root and Debian's archive",
-  boot_failed: "retry once; if it fails again, `pyro doctor` checks the host",
+  boot_failed: "retry once; if it fails again, doctor() checks the host",
   boot_timeout: "the host may be overloaded: retry, or give boots more time (PYRO_BOOT_TIMEOUT_SECONDS)",
   agent_error: "retry the call; if the VM keeps failing, delete it and create a new one",
-  vm_not_found: "it may have expired or been deleted; list the live VMs (`pyro vm list`)",
-  vm_not_running: "start it, or delete it and create a new one",
-  workspace_not_found: "it may have expired or been deleted; list the live workspaces (`pyro workspace list`)",
+  vm_not_found: "it may have expired or been deleted; listVms() shows the live ones",
+  vm_not_running: "start it again, or delete it and create a new one",
+  workspace_not_found: "it may have expired or been deleted; listWorkspaces() shows the live ones",
   source_refused: "remove or fix the named entry, or copy only what the workspace needs",
   source_too_large: "copy less at a time (subdirectories one by one), leaving build outputs out",
-  file_not_found: "list the directory (workspace_file_list) to see what is there",
-  patch_failed: "read the file again (workspace_file_read) and make the patch against its current content",
-  snapshot_not_found: "list the workspace's snapshots (snapshot_list)",
-  shell_not_found: "list the workspace's shells (shell_open returns the id; a workspace restarted without its memory has none)",
-  service_not_found: "list the workspace's services (service_list)",
+  file_not_found: "listWorkspaceFiles() shows what is there",
+  patch_failed: "read the file again (readWorkspaceFile()) and make the patch against its current content",
+  snapshot_not_found: "listSnapshots() shows the workspace's snapshots",
+  shell_not_found: "use the id openShell() returned; a workspace restarted without its memory has no shells, so open a new one",
+  service_not_found: "listServices() shows the workspace's services",
   service_failed: "read the log tail in the message, fix the command or its readiness check, and start it again",
   state_error: "check the state directory's permissions and free space",
   cancelled: "run it again when you want the result",
@@ -116,17 +117,29 @@ export class PyroError extends Error {
 export class InvalidArgumentError extends PyroError {
   readonly field: string;
   constructor(field: string, message: string, hint?: string) {
-    super(ErrorCode.invalidArgument, `${field}: ${message}`, { hint, details: { field } });
+    super(ErrorCode.invalidArgument, `${field}: ${message}`, { hint: hint || `correct \`${field}\`: the message says what it accepts`, details: { field } });
     this.name = "InvalidArgumentError";
     this.field = field;
   }
 }
 
-/** Wraps anything thrown into a PyroError, keeping PyroErrors as they are. */
+/** Errors of the host's filesystem that mean a path is not usable, as opposed to a bug. */
+const FILE_ERRORS = new Set(["EACCES", "EPERM", "EEXIST", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT", "EROFS", "ENAMETOOLONG", "ELOOP", "EMFILE", "ENFILE"]);
+
+/** Wraps anything thrown into a PyroError, keeping PyroErrors as they are; a host file the system refuses is a state_error. */
 export function toPyroError(error: unknown): PyroError {
   if (error instanceof PyroError) return error;
   if (error instanceof Error && error.name === "AbortError") {
     return new PyroError(ErrorCode.cancelled, "the operation was cancelled", { cause: error });
+  }
+  const errno = error as NodeJS.ErrnoException;
+  if (error instanceof Error && typeof errno.path === "string" && FILE_ERRORS.has(String(errno.code))) {
+    // A file pyro itself keeps (state, cache, sockets) that the host would not let it use.
+    return new PyroError(ErrorCode.stateError, `cannot use ${errno.path}: ${errno.code} (${error.message.replace(/^[A-Z]+: /, "").replace(/, \w+ '.*'$/, "")})`, {
+      cause: error,
+      hint: "PYRO_STATE_DIR and PYRO_CACHE_DIR must be directories pyro can write, on a disk with free space",
+      details: { path: errno.path },
+    });
   }
   const message = error instanceof Error ? error.message : String(error);
   return new PyroError(ErrorCode.internal, message, { cause: error });

@@ -67,7 +67,10 @@ function fsError(field: string, path: string): (code: string, message: string) =
       case "too_large":
         return new PyroError(ErrorCode.sourceTooLarge, message, { details: { field, path } });
       default:
-        return new PyroError(ErrorCode.agentError, `the guest could not use ${display(path)}: ${message}`, { details: { agentCode: code } });
+        return new PyroError(ErrorCode.agentError, `the guest could not use ${display(path)}: ${message}`, {
+          hint: "the guest's filesystem refused it: look at the file's permissions and attributes (lsattr), and at free space (df), with execWorkspace()",
+          details: { agentCode: code },
+        });
     }
   };
 }

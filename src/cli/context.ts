@@ -1,3 +1,4 @@
+import type { Command } from "commander";
 import type { Pyro } from "../sdk/pyro.js";
 import { printJson } from "./output.js";
 import { Progress } from "./progress.js";
@@ -10,6 +11,8 @@ export interface CliContext {
   signal: AbortSignal;
   /** Set by commands whose exit status is not 0 on success (pyro run passes the guest's). */
   exitCode: number;
+  /** The command being run, once parsing has found it: errors name its flags. */
+  command?: Command;
 }
 
 export function newContext(pyro: Pyro, signal: AbortSignal): CliContext {

@@ -14,6 +14,7 @@ import { registerVm } from "./commands/vm.js";
 import { registerWorkspace } from "./commands/workspace.js";
 import { newContext, type CliContext } from "./context.js";
 import { EXIT_CODES, printError } from "./output.js";
+import { cliVocabulary } from "./vocabulary.js";
 
 function version(): string {
   try {
@@ -51,7 +52,6 @@ export function buildProgram(ctx: CliContext): Command {
     .name("pyro")
     .description("Disposable microVM sandboxes for AI agents: run commands in real Linux guests (QEMU microvm).")
     .version(version(), "-V, --version")
-    .showHelpAfterError("(run with --help for usage)")
     .addHelpText("after", EXIT_HELP)
     .exitOverride();
   registerRun(program, ctx);
@@ -67,7 +67,24 @@ export function buildProgram(ctx: CliContext): Command {
     command.commands.forEach(override);
   };
   override(program);
+  program.hook("preAction", (_program, action) => {
+    ctx.command = action;
+  });
   return program;
+}
+
+/** The deepest command named on the command line (`pyro workspace file read`), for pointing at its help. */
+function usageOf(program: Command, argv: string[]): string {
+  const names = ["pyro"];
+  let command = program;
+  for (const word of argv.slice(2)) {
+    if (word === "--") break;
+    const next = command.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!next) continue;
+    names.push(next.name());
+    command = next;
+  }
+  return names.join(" ");
 }
 
 /** Runs the CLI and returns the process exit status. The only place errors become exit codes. */
@@ -85,22 +102,26 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const ctx = newContext(new Pyro(), controller.signal);
   // Known before parsing, so that even a bad option gets the JSON error document.
   ctx.json = argv.slice(2, argv.includes("--") ? argv.indexOf("--") : undefined).includes("--json");
+  const program = buildProgram(ctx);
   try {
-    await buildProgram(ctx).parseAsync(argv);
+    await program.parseAsync(argv);
     return ctx.exitCode;
   } catch (error) {
     ctx.progress.stop();
     if (error instanceof CommanderError) {
       // Help and version requests are not failures; commander has already printed its own message.
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      // Commander has printed the reason; the hint says where the usage is.
+      const hint = `see \`${usageOf(program, argv)} --help\` for the usage`;
+      process.stderr.write(`hint: ${hint}\n`);
       if (ctx.json) {
         const message = error.message.replace(/^error: /, "");
-        process.stdout.write(`${JSON.stringify({ error: { code: ErrorCode.invalidArgument, message, hint: "see pyro --help" } }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ error: { code: ErrorCode.invalidArgument, message, hint } }, null, 2)}\n`);
       }
       return EXIT_CODES[ErrorCode.invalidArgument];
     }
     const failure = controller.signal.aborted && !(error instanceof PyroError) ? new PyroError(ErrorCode.cancelled, "cancelled") : toPyroError(error);
-    printError(failure, ctx.json);
+    printError(failure, ctx.json, cliVocabulary(program, ctx.command));
     return EXIT_CODES[failure.code];
   } finally {
     process.off("SIGINT", onSignal);

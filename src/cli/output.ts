@@ -1,6 +1,7 @@
 import { errColors as pc } from "./color.js";
 import { ErrorCode, type ErrorCodeValue, type PyroError } from "../errors.js";
 import { toSnake } from "../util/case.js";
+import { renderError, type Vocabulary } from "../vocabulary.js";
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(toSnake(value), null, 2)}\n`);
@@ -31,37 +32,15 @@ export const EXIT_CODES: Record<ErrorCodeValue, number> = {
   [ErrorCode.cancelled]: 130,
 };
 
-/** SDK fields are camelCase; on the command line they are flags. */
-const FIELD_FLAGS: Record<string, string> = {
-  vcpuCount: "--vcpu-count",
-  memMib: "--mem-mib",
-  timeoutSeconds: "--timeout-seconds",
-  ttlSeconds: "--ttl-seconds",
-  command: "COMMAND (after --)",
-  environment: "ENVIRONMENT",
-  vmId: "VM_ID",
-  workspaceId: "WORKSPACE_ID",
-  seedPath: "--seed-path",
-  sourcePath: "SOURCE_PATH",
-  dest: "--dest",
-  labels: "--label",
-  name: "--name",
-};
-
-export function cliMessage(error: PyroError): string {
-  const field = typeof error.details?.field === "string" ? error.details.field : undefined;
-  if (field && FIELD_FLAGS[field] && error.message.startsWith(`${field}:`)) {
-    return `${FIELD_FLAGS[field]}${error.message.slice(field.length)}`;
-  }
-  return error.message;
-}
-
-/** One line of reason and one of hint on stderr; in --json mode a JSON error document on stdout too. */
-export function printError(error: PyroError, json: boolean): void {
-  const message = cliMessage(error);
-  if (json) process.stdout.write(`${JSON.stringify({ error: { code: error.code, message, hint: error.hint ?? null } }, null, 2)}\n`);
+/**
+ * One line of reason and one of hint on stderr, in the CLI's words (flags,
+ * commands); in --json mode the same as a JSON error document on stdout too.
+ */
+export function printError(error: PyroError, json: boolean, vocabulary: Vocabulary): void {
+  const { message, hint } = renderError(error, vocabulary);
+  if (json) process.stdout.write(`${JSON.stringify({ error: { code: error.code, message, hint } }, null, 2)}\n`);
   process.stderr.write(`${pc.red("error")}: ${message} ${pc.dim(`[${error.code}]`)}\n`);
-  if (error.hint) process.stderr.write(`${pc.dim("hint")}: ${error.hint}\n`);
+  process.stderr.write(`${pc.dim("hint")}: ${hint}\n`);
   const consoleTail = error.details?.consoleTail;
   if (typeof consoleTail === "string" && consoleTail.trim()) {
     process.stderr.write(`${pc.dim("guest console (tail):")}\n${consoleTail.trimEnd()}\n`);

@@ -51,7 +51,7 @@ export function requireEnvironment(name: string): EnvironmentSpec {
   const spec = findEnvironment(name);
   if (spec === undefined) {
     throw new PyroError(ErrorCode.unknownEnvironment, `environment: unknown environment "${name}"`, {
-      hint: `choose one of ${CATALOG.map((s) => s.name).join(", ")} (see \`pyro env list\`)`,
+      hint: `choose one of ${CATALOG.map((s) => s.name).join(", ")} (listEnvironments() describes them)`,
       details: { field: "environment" },
     });
   }

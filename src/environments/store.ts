@@ -239,7 +239,7 @@ export class EnvironmentStore {
       const boot = await runTool("mmdebstrap", args, { signal, timeoutMs: 30 * 60_000 });
       if (boot.code !== 0) {
         throw new PyroError(ErrorCode.environmentBuildFailed, `bootstrapping ${spec.name} failed (mmdebstrap exit ${boot.code ?? boot.signal})`, {
-          hint: "check that Debian's apt archive is reachable (or set PYRO_DEBIAN_MIRROR) and rerun `pyro env pull`",
+          hint: "check that Debian's apt archive is reachable (or set PYRO_DEBIAN_MIRROR) and rerun pullEnvironment()",
           details: { stderrTail: boot.stderr.slice(-2000) },
         });
       }

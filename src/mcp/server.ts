@@ -13,11 +13,13 @@ import { hostHeaderValidation } from "@modelcontextprotocol/sdk/server/middlewar
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
-import { toPyroError } from "../errors.js";
+import { CallToolRequestSchema, type CallToolResult, type JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { ErrorCode, PyroError } from "../errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import type { Pyro } from "../sdk/pyro.js";
 import { defaultToolPolicy, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
+import { invokeTool, toolErrorDocument } from "../tools/vocabulary.js";
+import type { RenderedError } from "../vocabulary.js";
 
 export interface McpServerOptions {
   profile: ProfileName;
@@ -66,15 +68,17 @@ class InFlight {
  * match the tool's output schema, and clients (the official one among them)
  * reject a result whose structured content does not.
  */
-async function callTool(tool: ToolSpec, pyro: Pyro, args: Record<string, unknown>, context: ToolContext): Promise<CallToolResult> {
-  try {
-    const result = await tool.run(pyro, args, context);
-    return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
-  } catch (error) {
-    const failure = toPyroError(error);
-    const body = { error: { code: failure.code, message: failure.message, hint: failure.hint } };
-    return { isError: true, content: [{ type: "text", text: JSON.stringify(body, null, 2) }] };
-  }
+function errorResult(error: RenderedError): CallToolResult {
+  return { isError: true, content: [{ type: "text", text: JSON.stringify({ error }, null, 2) }] };
+}
+
+async function callTool(tool: ToolSpec, pyro: Pyro, args: unknown, context: ToolContext): Promise<CallToolResult> {
+  const outcome = await invokeTool(tool, (parsed) => tool.run(pyro, parsed, context), args);
+  if (!outcome.ok) return errorResult(outcome.error);
+  // What a client will check the result against; a mismatch is pyro's bug, said as such rather than sent on.
+  const checked = tool.output.safeParse(outcome.result);
+  if (!checked.success) return errorResult(toolErrorDocument(new PyroError(ErrorCode.internal, `${tool.name} made a result that does not match its output schema: ${checked.error.message}`)).error);
+  return { content: [{ type: "text", text: JSON.stringify(outcome.result, null, 2) }], structuredContent: outcome.result };
 }
 
 /** An MCP server with the tools of one profile, each a thin adapter over the SDK. */
@@ -88,36 +92,48 @@ export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight 
         "Use workspace_create (with seed_path) + workspace_exec only when several commands must share files; workspace_sync_push sends later host changes; delete workspaces when done.",
     },
   );
-  for (const tool of toolsFor(options.profile)) {
+  const tools = new Map(toolsFor(options.profile).map((tool) => [tool.name, tool]));
+  for (const tool of tools.values()) {
+    // Registered for the listing (names, JSON schemas, annotations); calls go through the handler below.
     server.registerTool(
       tool.name,
       { title: tool.annotations.title, description: tool.description, inputSchema: tool.input, outputSchema: tool.output, annotations: tool.annotations },
-      async (args: Record<string, unknown>, extra) => {
-        const token = extra._meta?.progressToken;
-        let onProgress: ((message: string) => void) | undefined;
-        if (token !== undefined) {
-          let progress = 0;
-          let last = 0;
-          let pending: NodeJS.Timeout | undefined;
-          let latest = "";
-          const send = () => {
-            pending = undefined;
-            last = Date.now();
-            progress += 1;
-            extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress, message: latest } }).catch(() => undefined);
-          };
-          onProgress = (message) => {
-            latest = message;
-            if (pending) return;
-            const wait = PROGRESS_INTERVAL_MS - (Date.now() - last);
-            if (wait <= 0) send();
-            else pending = setTimeout(send, wait);
-          };
-        }
-        return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, args, { signal, onProgress, policy }));
-      },
+      () => Promise.reject(new Error("calls are served by pyro's own handler")),
     );
   }
+  // pyro's own tools/call handler: arguments that fail a tool's input schema come back as pyro's
+  // invalid_argument naming the argument, as every other refusal does, not as the SDK's protocol text.
+  server.server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+    const tool = tools.get(request.params.name);
+    if (!tool) {
+      const unknown = new PyroError(ErrorCode.invalidArgument, `no tool named ${JSON.stringify(request.params.name)} in profile ${options.profile}`, {
+        hint: `call one of ${[...tools.keys()].join(", ")} (tools/list shows them)`,
+      });
+      return errorResult(toolErrorDocument(unknown).error);
+    }
+    const token = extra._meta?.progressToken;
+    let onProgress: ((message: string) => void) | undefined;
+    if (token !== undefined) {
+      let progress = 0;
+      let last = 0;
+      let pending: NodeJS.Timeout | undefined;
+      let latest = "";
+      const send = () => {
+        pending = undefined;
+        last = Date.now();
+        progress += 1;
+        extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress, message: latest } }).catch(() => undefined);
+      };
+      onProgress = (message) => {
+        latest = message;
+        if (pending) return;
+        const wait = PROGRESS_INTERVAL_MS - (Date.now() - last);
+        if (wait <= 0) send();
+        else pending = setTimeout(send, wait);
+      };
+    }
+    return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, request.params.arguments, { signal, onProgress, policy }));
+  });
   return server;
 }
 

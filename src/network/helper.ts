@@ -72,7 +72,7 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
   const failure = async (reason: string): Promise<PyroError> => {
     const tail = (await readFile(options.logPath, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
     return new PyroError(ErrorCode.bootFailed, `the guest's network could not start: ${reason}${tail ? `\n${tail}` : ""}`, {
-      hint: "`pyro doctor` checks networking; passt must be installed (apt-get install passt)",
+      hint: "doctor() checks networking; passt must be installed (apt-get install passt)",
     });
   };
   const ready = child.stdio[3] as Readable;

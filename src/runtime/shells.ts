@@ -72,7 +72,7 @@ function intIn(field: string, value: unknown, min: number, max: number, fallback
 
 export function requireShellId(value: unknown): string {
   if (typeof value !== "string" || !/^sh-[0-9a-f]{12}$/.test(value)) {
-    throw new InvalidArgumentError("shellId", `${JSON.stringify(value)} is not a shell id (they look like sh-0123456789ab, as shell_open returned)`);
+    throw new InvalidArgumentError("shellId", `${JSON.stringify(value)} is not a shell id (they look like sh-0123456789ab, as openShell() returned)`);
   }
   return value;
 }
@@ -186,7 +186,7 @@ export class WorkspaceShells {
   async write(id: string, shellId: string, input: string, appendNewline = true, signal?: AbortSignal): Promise<{ bytes: number }> {
     if (typeof input !== "string") throw new InvalidArgumentError("input", "must be a string");
     const data = Buffer.from(appendNewline ? `${input}\n` : input, "utf8");
-    if (data.length > MAX_SHELL_INPUT_BYTES) throw new InvalidArgumentError("input", `is ${data.length} bytes; at most ${MAX_SHELL_INPUT_BYTES} per write (write a file with workspace_file_write for more)`);
+    if (data.length > MAX_SHELL_INPUT_BYTES) throw new InvalidArgumentError("input", `is ${data.length} bytes; at most ${MAX_SHELL_INPUT_BYTES} per write (write a file with writeWorkspaceFile() for more)`);
     const record = await this.context.guest(id);
     await this.vms.withSession(record, signal, (session) => writeShell(session, shellId, data, Date.now() + CALL_MS));
     await this.context.activity(id, { kind: "touch" });

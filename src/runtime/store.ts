@@ -242,8 +242,8 @@ export class VmStore {
 
 export function notFound(id: string, kind: VmKind): PyroError {
   return kind === "workspace"
-    ? new PyroError(ErrorCode.workspaceNotFound, `no workspace with id "${id}"`, { hint: "it may have expired or been deleted; `pyro workspace list` shows the live ones" })
-    : new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted; `pyro vm list` shows the live ones" });
+    ? new PyroError(ErrorCode.workspaceNotFound, `no workspace with id "${id}"`, { hint: "it may have expired or been deleted; listWorkspaces() shows the live ones" })
+    : new PyroError(ErrorCode.vmNotFound, `no VM with id "${id}"`, { hint: "it may have expired or been deleted; listVms() shows the live ones" });
 }
 
 /** A record's network policy, also for records written before policies existed. */

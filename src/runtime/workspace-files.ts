@@ -238,7 +238,7 @@ export class WorkspaceFiles {
     const record = await this.vms.requireRunning(id, "workspace");
     if (record.executionMode === "host_compat") {
       throw new PyroError(ErrorCode.guestUnavailable, `workspace ${id} runs in host_compat mode, which has no guest to serve file operations`, {
-        hint: "use workspace_exec in host_compat workspaces, or create the workspace with a guest",
+        hint: "use execWorkspace() in host_compat workspaces, or create the workspace with a guest",
       });
     }
     return record;
@@ -278,7 +278,7 @@ export class WorkspaceFiles {
     if (typeof text !== "string") throw new InvalidArgumentError("text", "must be a string");
     const data = Buffer.from(text, "utf8");
     if (data.length > FILE_WRITE_MAX_BYTES) {
-      throw new InvalidArgumentError("text", `is ${data.length} bytes; one write takes at most ${FILE_WRITE_MAX_BYTES}`, "copy large files in with workspace_sync_push");
+      throw new InvalidArgumentError("text", `is ${data.length} bytes; one write takes at most ${FILE_WRITE_MAX_BYTES}`, "copy large files in with pushWorkspaceSync()");
     }
     const record = await this.guest(id);
     const deadline = Date.now() + FILE_OP_MS;
@@ -377,7 +377,7 @@ export class WorkspaceFiles {
         });
         if (listing.truncated) {
           throw new PyroError(ErrorCode.sourceTooLarge, `/workspace holds more than ${DEFAULT_SOURCE_LIMITS.maxEntries} entries; too many to compare`, {
-            hint: "remove build outputs from /workspace, or inspect the changes with workspace_exec",
+            hint: "remove build outputs from /workspace, or inspect the changes with execWorkspace()",
           });
         }
         const now = new Map<string, GuestEntry>();

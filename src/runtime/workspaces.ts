@@ -101,7 +101,7 @@ export class WorkspaceManager {
     const record = await this.vms.requireRunning(id, "workspace");
     if (record.executionMode !== "guest") {
       throw new PyroError(ErrorCode.guestUnavailable, `workspace ${id} runs in host_compat mode, which has no guest for shells, services or secrets`, {
-        hint: "use workspace_exec in host_compat workspaces, or create the workspace with a guest",
+        hint: "use execWorkspace() in host_compat workspaces, or create the workspace with a guest",
       });
     }
     return record;
@@ -368,7 +368,7 @@ export class WorkspaceManager {
 
   async snapshotDelete(id: string, name: string): Promise<VmRecord> {
     requireSnapshotName(name, false);
-    if (name === BASELINE) throw new InvalidArgumentError("snapshotName", "the baseline snapshot cannot be deleted: workspace_reset and workspace_diff rely on it");
+    if (name === BASELINE) throw new InvalidArgumentError("snapshotName", "the baseline snapshot cannot be deleted: resetWorkspace() and diffWorkspace() rely on it");
     const { record, snapshots } = await this.snapshots(id);
     if (!snapshots.some((s) => s.name === name)) throw snapshotMissing(id, name, snapshots);
     const files = this.guestFiles(record);

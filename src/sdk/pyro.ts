@@ -4,7 +4,7 @@ import type { ExecOutcome } from "../agent/client.js";
 import { resolvePaths, type Paths } from "../config.js";
 import { CATALOG, requireEnvironment } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, toPyroError } from "../errors.js";
 import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
 import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
 import { networkPolicyOf, type VmRecord } from "../runtime/store.js";
@@ -737,6 +737,24 @@ export function toVmInfo(record: VmRecord): VmInfo {
     failure: record.failure,
     bootMode: record.bootMode ?? null,
   };
+}
+
+/**
+ * Every failure an SDK caller sees is a PyroError with a hint: a host file
+ * the system refuses (a state directory that is a file, a full disk) becomes
+ * state_error, anything else unforeseen internal, instead of a bare Node error.
+ */
+for (const name of Object.getOwnPropertyNames(Pyro.prototype) ) {
+  const descriptor = Object.getOwnPropertyDescriptor(Pyro.prototype, name);
+  const method = descriptor?.value as unknown;
+  if (name === "constructor" || typeof method !== "function") continue;
+  Object.defineProperty(Pyro.prototype, name, {
+    ...descriptor,
+    value: function (this: Pyro, ...args: unknown[]) {
+      const result = (method as (...a: unknown[]) => unknown).apply(this, args);
+      return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(toPyroError(error))) : result;
+    },
+  });
 }
 
 function toExecResult(record: VmRecord, outcome: ExecOutcome, cleanup?: { vmDeleted: boolean }): ExecResult {

@@ -239,7 +239,7 @@ export async function checkSource(path: string, limits: SourceLimits = DEFAULT_S
   try {
     info = await stat(path);
   } catch {
-    throw new InvalidArgumentError(field, `${path} does not exist or cannot be read`);
+    throw new InvalidArgumentError(field, `${path} does not exist or cannot be read`, `give \`${field}\` as an existing directory or .tar/.tar.gz/.tgz archive on the host (relative paths are from the current directory)`);
   }
   const checker = new TreeChecker(limits);
   const identity = { dev: info.dev, ino: info.ino };
@@ -256,7 +256,11 @@ export async function checkSource(path: string, limits: SourceLimits = DEFAULT_S
     });
     return { path, mode: "tar_archive", gzip: format.gzip, entries: checker.entries, bytes: checker.bytes, tree: [], identity };
   }
-  throw new InvalidArgumentError(field, `${path} is neither a directory nor a .tar, .tar.gz or .tgz archive`);
+  throw new InvalidArgumentError(
+    field,
+    `${path} is neither a directory nor a .tar, .tar.gz or .tgz archive`,
+    `to copy one file, put it in a directory (or a .tar) and give that as \`${field}\`; a workspace's files can also be written one by one (writeWorkspaceFile())`,
+  );
 }
 
 async function walk(root: string, relative: string, checker: TreeChecker, tree: TreeEntry[]): Promise<void> {

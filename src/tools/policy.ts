@@ -118,8 +118,8 @@ export async function confineHostPath(field: string, path: string, policy: ToolP
     const roots = policy.allowedRoots.length ? policy.allowedRoots.join(", ") : "(none)";
     throw new PyroError(ErrorCode.sourceRefused, `${field}: ${path} is outside the directories this server shares (${roots})`, {
       hint: policy.allowedRoots.length
-        ? `name a directory or archive under ${roots}; the operator can share more with pyro mcp serve --allow-root DIR`
-        : "the operator can share a directory with pyro mcp serve --allow-root DIR",
+        ? `name a directory or archive under ${roots}; only the operator can share more (the server's --allow-root setting)`
+        : "this server shares no host directory; only the operator can share one (the server's --allow-root setting)",
       details: { field, allowedRoots: policy.allowedRoots },
     });
   }

@@ -146,7 +146,7 @@ describe("pyro run on real guests", () => {
 
   test("bad input is refused before anything starts, naming the field", async () => {
     const cases: [string[], number, RegExp][] = [
-      [["run", "debian:99", "--", "true"], 65, /ENVIRONMENT: unknown environment "debian:99"/],
+      [["run", "debian:99", "--", "true"], 65, /<environment>: unknown environment "debian:99"/],
       [["run", "debian:12", "--vcpu-count", "0", "--", "true"], 64, /--vcpu-count: must be between 1/],
       [["run", "debian:12", "--vcpu-count", String(availableParallelism() + 1), "--", "true"], 64, /--vcpu-count: must be between 1/],
       [["run", "debian:12", "--mem-mib", "127", "--", "true"], 64, /--mem-mib: must be between 128/],

@@ -189,7 +189,7 @@ describe("the QEMU user", () => {
       const layer = host.layers.find((l) => l.layer === "user");
       assert.equal(layer?.active, true, layer?.detail);
       assert.equal(host.qemuUser?.name, name);
-      assert.match(readFileSync("/etc/passwd", "utf8"), new RegExp(`^${name}:x:${host.qemuUser!.uid}:`, "m"));
+      assert.match(readFileSync("/etc/passwd", "utf8"), new RegExp(`^${name}:x:${host.qemuUser.uid}:`, "m"));
     } finally {
       spawnSync("userdel", [name]);
     }

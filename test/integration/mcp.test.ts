@@ -212,17 +212,18 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.equal(slow.exit_code, 124);
   });
 
-  test("invalid arguments are rejected by the schema", async () => {
-    const outcome = await client
-      .callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "true", timeout_seconds: 0 } })
-      .then((r) => ({ result: r as { isError?: boolean; content?: { text?: string }[] } }))
-      .catch((error: unknown) => ({ error }));
-    if ("error" in outcome) {
-      assert.match(String(outcome.error), /timeout_seconds|Too small|Invalid/i);
-    } else {
-      assert.equal(outcome.result.isError, true);
-      assert.match(outcome.result.content?.[0]?.text ?? "", /validation.*timeout_seconds|timeout_seconds[\s\S]*(>=|too small|minimum)/i);
-    }
+  test("arguments that fail the input schema are pyro's invalid_argument, naming the argument", async () => {
+    const error = failure(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: "true", timeout_seconds: 0 } }));
+    assert.equal(error.code, "invalid_argument");
+    assert.match(error.message, /^timeout_seconds: must be at least 1, got 0/);
+    assert.match(error.hint, /`timeout_seconds` takes a whole number from 1 to 86400/);
+    const missing = failure(await client.callTool({ name: "vm_run", arguments: { command: "true" } }));
+    assert.match(missing.message, /^environment: is required/);
+    const wrongType = failure(await client.callTool({ name: "vm_run", arguments: { environment: "debian:12", command: ["true"] } }));
+    assert.match(wrongType.message, /^command: must be a string, got a list/);
+    const unknownTool = failure(await client.callTool({ name: "vm_explode", arguments: {} }));
+    assert.equal(unknownTool.code, "invalid_argument");
+    assert.match(unknownTool.hint, /vm_run/);
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 

@@ -69,7 +69,7 @@ test("the CLI exits 64 with the field named, and deletes nothing", async () => {
     assert.equal(result.code, 64, `${args.join(" ")}: ${result.stderr}`);
     const body = JSON.parse(result.stdout) as { error: { code: string; message: string } };
     assert.equal(body.error.code, "invalid_argument");
-    assert.match(body.error.message, /^(VM_ID|WORKSPACE_ID): must be an id of 12 lowercase hex digits/);
+    assert.match(body.error.message, /^(<vm-id>|<workspace-id>): must be an id of 12 lowercase hex digits/);
   }
   decoysIntact();
 });

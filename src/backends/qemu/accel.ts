@@ -82,9 +82,13 @@ export async function chooseAccel(stateDir: string, env: NodeJS.ProcessEnv = pro
   return { accel: "tcg", reason: `software emulation (TCG): ${kvm.reason}`, forced: false, kvm };
 }
 
-/** QEMU output that means KVM itself cannot run this guest. */
+/**
+ * QEMU output that means KVM itself cannot run this guest: an emulation
+ * failure, a kernel module QEMU cannot open, or a KVM that refuses the
+ * guest's MSRs (QEMU then aborts on an assertion in kvm_buf_set_msrs).
+ */
 export function isKvmFailure(log: string): boolean {
-  return /KVM internal error|emulation failure|kvm run failed|failed to initialize kvm|Could not access KVM kernel module/i.test(log);
+  return /KVM internal error|emulation failure|kvm run failed|failed to initialize kvm|Could not access KVM kernel module|failed to set MSR|kvm_buf_set_msrs/i.test(log);
 }
 
 let tscKhzCache: Promise<number | undefined> | undefined;

@@ -277,7 +277,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
       const log = await tail(files.qemuLog);
       throw new PyroError(ErrorCode.bootFailed, `the guest failed to boot: QEMU's sandbox did not start (${error instanceof Error ? error.message : String(error)})`, {
         cause: error,
-        hint: "see the log tail below; `pyro doctor` lists the confinement layers this host supports",
+        hint: "see the log tail below; doctor() lists the confinement layers this host supports",
         details: { qemuLogTail: log },
       });
     }
@@ -344,10 +344,10 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     throw new PyroError(code, code === ErrorCode.bootTimeout ? "the guest did not become ready before the boot deadline" : `the guest failed to boot: ${what}`, {
       cause: error,
       hint: isKvmFailure(qemuLog)
-        ? "KVM cannot run this guest here; set PYRO_ACCEL=tcg"
+        ? "KVM cannot run this guest here (the QEMU log below says why); set PYRO_ACCEL=tcg, or unset PYRO_ACCEL and pyro picks what works"
         : code === ErrorCode.bootTimeout
           ? "the host may be overloaded; retry, or raise PYRO_BOOT_TIMEOUT_SECONDS"
-          : "see the console tail below; `pyro doctor` checks the host",
+          : "see the console tail below; doctor() checks the host",
       details: { consoleTail, qemuLogTail: qemuLog, kvmFailure: isKvmFailure(qemuLog) },
     });
   } finally {

@@ -49,8 +49,8 @@ stderr; either way it is written to <state dir>/mcp/http-<port>.token (mode
 rebinding protection).`,
     )
     .action(async (flags: { profile: ProfileName; transport: "stdio" | "http"; host: string; port: number; allowRoot: string[]; allowHost: string[]; allowHostCompat?: boolean; keepWarm: number }) => {
-      if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`);
-      if (flags.keepWarm < 0 || flags.keepWarm > 16) throw new InvalidArgumentError("keepWarm", `--keep-warm must be between 0 and 16, got ${flags.keepWarm}`);
+      if (flags.port < 0 || flags.port > 65535) throw new InvalidArgumentError("port", `must be between 0 and 65535, got ${flags.port}`, "a TCP port: 1 to 65535, or 0 for a free one (default 8765)");
+      if (flags.keepWarm < 0 || flags.keepWarm > 16) throw new InvalidArgumentError("keepWarm", `must be between 0 and 16, got ${flags.keepWarm}`, "VMs kept warm per machine shape: 0 (off) to 16 (default 1)");
       // A server lives long: it keeps VMs warm so a model's vm_run starts from one, and deletes them when it stops.
       const pyro = new Pyro({ keepWarm: flags.keepWarm });
       // The MCP SDK and the tool schemas load only here: every other command starts faster.

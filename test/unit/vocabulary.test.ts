@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { buildProgram } from "../../src/cli/main.js";
+import { newContext } from "../../src/cli/context.js";
+import { cliVocabulary } from "../../src/cli/vocabulary.js";
+import { DEFAULT_HINTS, ErrorCode, InvalidArgumentError, PyroError, type ErrorCodeValue } from "../../src/errors.js";
+import { Pyro } from "../../src/sdk/pyro.js";
+import { SURFACES } from "../../src/tools/surfaces.js";
+import { MCP_VOCABULARY } from "../../src/tools/vocabulary.js";
+import { renderError, SDK_VOCABULARY, type Vocabulary } from "../../src/vocabulary.js";
+import { foreignWords, TOOL_NAMES } from "../vocabulary.js";
+
+const program = buildProgram(newContext(new Pyro(), new AbortController().signal));
+const find = (path: string) => path.split(" ").reduce((command, name) => command.commands.find((c) => c.name() === name)!, program);
+const CLI = cliVocabulary(program);
+
+const SURFACE_VOCABULARIES: Record<Vocabulary["surface"], Vocabulary> = { sdk: SDK_VOCABULARY, cli: CLI, mcp: MCP_VOCABULARY };
+
+test("every error code has a hint on every surface, in that surface's words", () => {
+  const codes = Object.values(ErrorCode) as ErrorCodeValue[];
+  assert.deepEqual(Object.keys(DEFAULT_HINTS).sort(), [...codes].sort());
+  for (const code of codes) {
+    for (const [surface, vocabulary] of Object.entries(SURFACE_VOCABULARIES)) {
+      const rendered = renderError(new PyroError(code, "something failed"), vocabulary);
+      assert.ok(rendered.hint.trim().length > 10, `${code} on ${surface}: empty hint`);
+      assert.deepEqual(foreignWords(`${rendered.message} ${rendered.hint}`, surface as Vocabulary["surface"]), [], `${code} on ${surface}: ${rendered.hint}`);
+    }
+  }
+});
+
+test("a field is named as each surface's caller typed it", () => {
+  const error = new InvalidArgumentError("ttlSeconds", "must be between 1 and 604800, got 604801", "`ttlSeconds` takes whole seconds; expired VMs are listed by listVms()");
+  assert.deepEqual(renderError(error, SDK_VOCABULARY), {
+    code: "invalid_argument",
+    message: "ttlSeconds: must be between 1 and 604800, got 604801",
+    hint: "`ttlSeconds` takes whole seconds; expired VMs are listed by listVms()",
+  });
+  assert.equal(renderError(error, CLI).message, "--ttl-seconds: must be between 1 and 604800, got 604801");
+  assert.equal(renderError(error, CLI).hint, "`--ttl-seconds` takes whole seconds; expired VMs are listed by `pyro vm list`");
+  assert.equal(renderError(error, MCP_VOCABULARY).message, "ttl_seconds: must be between 1 and 604800, got 604801");
+  assert.equal(renderError(error, MCP_VOCABULARY).hint, "`ttl_seconds` takes whole seconds; expired VMs are listed by `pyro vm list` (run by the operator on the host)");
+});
+
+test("the CLI names the flag or argument of the command that ran", () => {
+  const port = cliVocabulary(program, find("mcp serve"));
+  assert.equal(renderError(new InvalidArgumentError("port", "must be between 0 and 65535, got 70000"), port).message, "--port: must be between 0 and 65535, got 70000");
+  const read = cliVocabulary(program, find("workspace file read"));
+  assert.equal(renderError(new InvalidArgumentError("workspaceId", "must be an id"), read).message, "<workspace-id>: must be an id");
+  assert.equal(renderError(new InvalidArgumentError("allowHosts", "too many"), CLI).message, "--allow-host: too many");
+  assert.equal(renderError(new InvalidArgumentError("allowHostCompat", "must be true or false"), MCP_VOCABULARY).message, "the server's --allow-host-compat setting: must be true or false");
+});
+
+test("the caller's own values, in double quotes, are never rewritten", () => {
+  const error = new PyroError(ErrorCode.fileNotFound, 'no file "src/ttlSeconds.ts" (listVms() is not it)');
+  assert.equal(renderError(error, CLI).message, 'no file "src/ttlSeconds.ts" (`pyro vm list` is not it)');
+  assert.equal(renderError(error, MCP_VOCABULARY).message, 'no file "src/ttlSeconds.ts" (`pyro vm list` (run by the operator on the host) is not it)');
+});
+
+test("every operation a hint can name exists on the CLI, and over MCP as a tool or a host command", () => {
+  for (const method of Object.keys(SURFACES)) {
+    const cli = CLI.operation(method);
+    const mcp = MCP_VOCABULARY.operation(method);
+    if (SURFACES[method]!.cli) assert.ok(cli && find(SURFACES[method]!.cli), method);
+    if (SURFACES[method]!.mcp) assert.ok(TOOL_NAMES.includes(mcp!), method);
+  }
+});
