@@ -50,7 +50,7 @@ export function registerRun(program: Command, ctx: CliContext): void {
 Examples:
   pyro run debian:12 -- git --version
   pyro run debian:12 --json -- sh -lc 'echo "a  b"; uname -r'
-  pyro run debian:12-build --timeout-seconds 120 -- make -C /workspace test
+  pyro run debian:12-build --timeout-seconds 120 -- sh -c 'echo "int main(void) { return 0; }" > t.c && make t && ./t'
 
 Exit status is the command's own; pyro's failures use ${exitStatusRanges()} (see \`pyro --help\`).`,
     )

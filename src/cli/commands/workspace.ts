@@ -47,13 +47,15 @@ export function registerWorkspace(program: Command, ctx: CliContext): void {
     .addHelpText(
       "after",
       `
-Example:
-  id=$(pyro workspace create debian:12 --seed-path ./repo --id-only)
-  pyro workspace exec "$id" -- make test
+Example (./repo is a project whose Makefile has a test target; debian:12-build has make):
+  id=$(pyro workspace create debian:12-build --seed-path ./repo --id-only)
+  pyro workspace exec "$id" -- make test          # runs in /workspace; files persist
   pyro workspace sync push "$id" ./repo/src --dest src
   pyro workspace exec "$id" -- make test
-  pyro workspace logs "$id"
-  pyro workspace delete "$id"`,
+  pyro workspace logs "$id"                       # every command, in order, with output
+  pyro workspace delete "$id"
+
+workspace exec exits with the command's own status, as pyro run does.`,
     );
 
   const create = ws
