@@ -23,21 +23,31 @@ const ROOT = resolve(import.meta.dirname, "..");
 // ---- environment variable reads in src/ ----
 
 const NAME = "[A-Z][A-Z0-9_]*";
-/** `process.env.X`, `env.X`, `this.env.X`, `env?.X`, and the same with `["X"]`. */
-const DOT_READ = new RegExp(`\\benv\\??\\.(${NAME})\\b`, "g");
-const BRACKET_READ = new RegExp(`\\benv\\??\\.?\\[\\s*(["'\`])(${NAME})\\1\\s*\\]`, "g");
-/** `const { X, Y: y } = process.env` (or `= env`). */
-const DESTRUCTURED = /\{([^{}]*)\}\s*=\s*(?:process\.|this\.)?env\b/g;
+/** Bindings that hold an environment under another name than `env`: `vars: NodeJS.ProcessEnv`, `const vars = process.env`. */
+const ALIAS_DECLARATIONS = [/\b([A-Za-z_$][\w$]*)\??\s*:\s*(?:NodeJS\.)?ProcessEnv\b/g, /\b(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=\s*process\.env\b(?!\.)/g];
 
-/** The environment variables a piece of TypeScript reads, in order of first appearance. */
-export function envReadsIn(source: string): string[] {
+/** Names that environments are bound to in `source`, besides `env` itself. */
+export function envAliasesIn(source: string): string[] {
+  const names = new Set<string>();
+  for (const pattern of ALIAS_DECLARATIONS) for (const match of source.matchAll(pattern)) if (match[1] !== "env") names.add(match[1]!);
+  return [...names];
+}
+
+/**
+ * The environment variables a piece of TypeScript reads, in order of first
+ * appearance: `process.env.X`, `env.X`, `this.env.X`, `env?.X`, the same with
+ * `["X"]`, `const { X } = process.env`, and all of these through `aliases`
+ * (other names an environment is bound to).
+ */
+export function envReadsIn(source: string, aliases: readonly string[] = []): string[] {
+  const holder = `\\b(?:${["env", ...aliases].map((a) => a.replace(/\$/g, "\\$")).join("|")})`;
   const names: string[] = [];
   const add = (name: string | undefined) => {
     if (name && !names.includes(name)) names.push(name);
   };
-  for (const match of source.matchAll(DOT_READ)) add(match[1]);
-  for (const match of source.matchAll(BRACKET_READ)) add(match[2]);
-  for (const match of source.matchAll(DESTRUCTURED)) {
+  for (const match of source.matchAll(new RegExp(`${holder}\\??\\.(${NAME})\\b`, "g"))) add(match[1]);
+  for (const match of source.matchAll(new RegExp(`${holder}\\??\\.?\\[\\s*(["'\`])(${NAME})\\1\\s*\\]`, "g"))) add(match[2]);
+  for (const match of source.matchAll(new RegExp(`\\{([^{}]*)\\}\\s*=\\s*(?:process\\.|this\\.)?${holder}\\b`, "g"))) {
     for (const part of match[1]!.split(",")) add(new RegExp(`^\\s*(${NAME})\\b`).exec(part)?.[1]);
   }
   return names;
@@ -46,20 +56,24 @@ export function envReadsIn(source: string): string[] {
 /** Every environment variable read under src/, with the files (relative to the repository) that read it. */
 export function scanEnvReads(dir = join(ROOT, "src")): Map<string, string[]> {
   const found = new Map<string, string[]>();
+  const sources = new Map<string, string>();
   const walk = (current: string) => {
     for (const entry of readdirSync(current, { withFileTypes: true })) {
       const path = join(current, entry.name);
       if (entry.isDirectory()) walk(path);
-      else if (entry.name.endsWith(".ts")) {
-        for (const name of envReadsIn(readFileSync(path, "utf8"))) {
-          const files = found.get(name) ?? [];
-          files.push(relative(ROOT, path));
-          found.set(name, files.sort());
-        }
-      }
+      else if (entry.name.endsWith(".ts")) sources.set(relative(ROOT, path), readFileSync(path, "utf8"));
     }
   };
   walk(dir);
+  // An environment handed around under another name is still read: follow every such name in every file.
+  const aliases = [...new Set([...sources.values()].flatMap((source) => envAliasesIn(source)))];
+  for (const [file, source] of sources) {
+    for (const name of envReadsIn(source, aliases)) {
+      const files = found.get(name) ?? [];
+      files.push(file);
+      found.set(name, files.sort());
+    }
+  }
   return found;
 }
 

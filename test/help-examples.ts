@@ -9,6 +9,26 @@ export interface HelpExample {
   lines: string[];
 }
 
+/** The status an example line documents with a trailing `# exits N`; 0 for every other line. */
+export function documentedStatus(line: string): number {
+  const match = /#\s*exits (\d+)\b/.exec(line);
+  return match ? Number(match[1]) : 0;
+}
+
+/**
+ * An example as one bash script: lines run in order and stop at the first
+ * that fails, except that a line documented with `# exits N` must exit N.
+ */
+export function exampleScript(example: HelpExample): string {
+  const lines = ["set -euo pipefail"];
+  for (const line of example.lines) {
+    const expected = documentedStatus(line);
+    if (expected === 0) lines.push(line);
+    else lines.push("set +e", line, "status=$?", "set -e", `[ "$status" -eq ${expected} ] || { echo "expected exit ${expected}, got $status: ${line.replace(/["$`\\]/g, "\\$&")}" >&2; exit 1; }`);
+  }
+  return lines.join("\n");
+}
+
 /** The full help a command prints, the texts added after it included. */
 export function helpText(command: Command): string {
   let text = "";

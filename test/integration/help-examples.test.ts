@@ -7,7 +7,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { newContext } from "../../src/cli/context.js";
 import { buildProgram } from "../../src/cli/main.js";
 import { Pyro } from "../../src/index.js";
-import { helpExamples, type HelpExample } from "../help-examples.js";
+import { exampleScript, helpExamples, type HelpExample } from "../help-examples.js";
 import { assertNothingLeft, PYRO_BIN, removeDir, tempStateDir } from "../helpers.js";
 
 /**
@@ -30,7 +30,7 @@ function makeRepo(): void {
 function runScript(example: HelpExample): Promise<{ code: number | null; output: string }> {
   const bin = join(workDir, "bin");
   return new Promise((resolve, reject) => {
-    const child = spawn("bash", ["-c", `set -euo pipefail\n${example.lines.join("\n")}`], {
+    const child = spawn("bash", ["-c", exampleScript(example)], {
       cwd: workDir,
       env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}`, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0" },
       stdio: ["ignore", "pipe", "pipe"],
@@ -76,7 +76,7 @@ describe("the examples in --help run as written", () => {
   for (const example of examples) {
     test(`${example.command} --help`, async () => {
       const { code, output } = await runScript(example);
-      assert.equal(code, 0, `the example of \`${example.command} --help\` failed:\n${example.lines.join("\n")}\n--- output ---\n${output}`);
+      assert.equal(code, 0, `the example of \`${example.command} --help\` failed (each line exits 0 unless it says "# exits N"):\n${example.lines.join("\n")}\n--- output ---\n${output}`);
     });
   }
 });

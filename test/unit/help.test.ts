@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { newContext } from "../../src/cli/context.js";
 import { buildProgram } from "../../src/cli/main.js";
 import { CATALOG } from "../../src/environments/catalog.js";
 import { Pyro } from "../../src/sdk/pyro.js";
-import { commandsOf, helpExamples, helpText } from "../help-examples.js";
+import { commandsOf, exampleScript, helpExamples, helpText } from "../help-examples.js";
 
 const program = buildProgram(newContext(new Pyro(), new AbortController().signal));
 const examples = helpExamples(program);
@@ -41,4 +42,16 @@ test("examples are self-contained: environments exist, variables are set before 
     // debian:12 has no compiler or make; an example that builds must name the environment that has them.
     if (/\b(?:make|cc|gcc)\b/.test(text.replace(/\bpyro \S+( \S+)?/g, ""))) assert.match(text, /debian:12-build/, `${example.command}: builds without debian:12-build`);
   }
+});
+
+test("an example line documented with '# exits N' must exit N, and others 0", () => {
+  const script = (line: string) => exampleScript({ command: "pyro x", note: "", lines: [line] });
+  const run = (text: string) => spawnSync("bash", ["-c", text], { encoding: "utf8" });
+  assert.equal(run(script("true")).status, 0);
+  assert.equal(run(script("false")).status, 1);
+  assert.equal(run(script("(exit 3)   # exits 3: documented")).status, 0);
+  const wrong = run(script("(exit 2)   # exits 3: documented"));
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /expected exit 3, got 2/);
+  assert.equal(run(script("true   # exits 1")).status, 1);
 });

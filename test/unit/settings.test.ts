@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Command } from "commander";
-import { envReadsIn, regionFiles, scanEnvReads, settingsDrift, troubleshootingExitMismatches } from "../../scripts/doc-tables.js";
+import { envAliasesIn, envReadsIn, regionFiles, scanEnvReads, settingsDrift, troubleshootingExitMismatches } from "../../scripts/doc-tables.js";
 import { firstDifference } from "../../scripts/contract.js";
 import { newContext } from "../../src/cli/context.js";
 import { PASS_THROUGH_COMMANDS } from "../../src/cli/help-text.js";
@@ -28,6 +28,18 @@ test("the scan finds every form of environment read, and nothing else", () => {
     "spawn(x, { env: options.env ?? process.env }); env[name] = v; const z = { PYRO_X: 1 }; opts.environment.kilo;",
   ].join("\n");
   assert.deepEqual(envReadsIn(source).sort(), ["ALPHA_ONE", "BRAVO", "CHARLIE", "DELTA_2", "ECHO", "FOXTROT", "GOLF", "HOTEL", "INDIA"]);
+});
+
+test("the scan follows an environment bound to another name", () => {
+  const source = [
+    "function f(vars: NodeJS.ProcessEnv, other?: ProcessEnv) { return vars.JULIET ?? other?.[\"KILO\"]; }",
+    "const all = process.env; const lima = all.LIMA;",
+    "const { MIKE } = all;",
+  ].join("\n");
+  const aliases = envAliasesIn(source);
+  assert.deepEqual(aliases.sort(), ["all", "other", "vars"]);
+  assert.deepEqual(envReadsIn(source, aliases).sort(), ["JULIET", "KILO", "LIMA", "MIKE"]);
+  assert.deepEqual(envReadsIn(source), [], "without the aliases these reads are invisible");
 });
 
 test("every environment variable read in src/ is in SETTINGS, and every row of SETTINGS is read", () => {

@@ -52,10 +52,9 @@ Example (./repo is a project whose Makefile has a test target; debian:12-build h
   pyro workspace exec "$id" -- make test          # runs in /workspace; files persist
   pyro workspace sync push "$id" ./repo/src --dest src
   pyro workspace exec "$id" -- make test
+  pyro workspace exec "$id" -- test -f missing    # exits 1: the command's own status
   pyro workspace logs "$id"                       # every command, in order, with output
-  pyro workspace delete "$id"
-
-workspace exec exits with the command's own status, as pyro run does.`,
+  pyro workspace delete "$id"`,
     );
 
   const create = ws
