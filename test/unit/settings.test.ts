@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Command } from "commander";
-import { envAliasesIn, envReadsIn, regionFiles, scanEnvReads, settingsDrift, troubleshootingExitMismatches } from "../../scripts/doc-tables.js";
+import { envAliasesIn, envReadsIn, fillRegion, regionFiles, scanEnvReads, settingsDrift, troubleshootingExitMismatches } from "../../scripts/doc-tables.js";
 import { firstDifference } from "../../scripts/contract.js";
 import { newContext } from "../../src/cli/context.js";
 import { PASS_THROUGH_COMMANDS } from "../../src/cli/help-text.js";
@@ -107,4 +107,11 @@ test("pyro --help lists every setting and every exit status, and names the comma
     for (const part of path.split(" ").slice(1)) command = command?.commands.find((c) => c.name() === part);
     assert.ok(command, `${path} is not a command`);
   }
+});
+
+test("a generated region is replaced between its markers, and missing markers are an error", () => {
+  const text = "intro\n<!-- generated:t (note) -->\nold\nrows\n<!-- end generated:t -->\noutro\n";
+  assert.equal(fillRegion(text, "t", "| new |", "X.md"), "intro\n<!-- generated:t (note) -->\n| new |\n<!-- end generated:t -->\noutro\n");
+  assert.throws(() => fillRegion("no markers here", "t", "x", "X.md"), /X\.md: no "<!-- generated:t/);
+  assert.throws(() => fillRegion("<!-- generated:t -->\nunterminated", "t", "x", "X.md"), /end generated:t/);
 });
