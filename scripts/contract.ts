@@ -3,14 +3,15 @@
  * commander program), the SDK (the Pyro class and the exported types, read
  * with the TypeScript compiler), the MCP tools (their zod schemas as JSON
  * Schema), defaults, limits, environment variables, error codes and exit
- * codes. Nothing in the output is typed by hand except the short prose and
- * the descriptions of environment variables below.
+ * codes. Nothing in the output is typed by hand except the short prose.
+ * With --write it also fills the generated tables of README.md and docs/
+ * (scripts/doc-tables.ts), and --check checks them.
  *
  *   node --import tsx scripts/contract.ts            print the markdown
  *   node --import tsx scripts/contract.ts --write    write docs/public-contract.md
  *   node --import tsx scripts/contract.ts --check    exit 1 when the file is out of date
  */
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command, Option } from "commander";
@@ -26,42 +27,11 @@ import { Pyro } from "../src/sdk/pyro.js";
 import { DEFAULT_PROFILE, PROFILES, TOOLS, toolsFor, type ToolSpec } from "../src/tools/catalog.js";
 import { SURFACES } from "../src/tools/surfaces.js";
 import { snakeKey } from "../src/util/case.js";
+import { SETTINGS } from "../src/settings.js";
+import { regionFiles, scanEnvReads, settingLabel, settingsDrift } from "./doc-tables.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 export const CONTRACT_PATH = join(ROOT, "docs", "public-contract.md");
-
-// ---- the only hand-maintained parts ----
-
-/**
- * What each environment variable read in src/ does. The variables themselves
- * are found by scanning the source; one that is read but not described here
- * (or described but no longer read) makes generation fail.
- */
-const ENV_VARS: Record<string, string> = {
-  PYRO_STATE_DIR: "State directory: VM and workspace records, sockets, logs, locks. Default `$XDG_STATE_HOME/pyro-mcp` or `~/.local/state/pyro-mcp`.",
-  PYRO_CACHE_DIR: "Cache root (environments and template snapshots). Default `$XDG_CACHE_HOME/pyro-mcp` or `~/.cache/pyro-mcp`.",
-  PYRO_ENVIRONMENT_CACHE_DIR: "Built environments. Default `<cache root>/environments`.",
-  XDG_STATE_HOME: "Base of the default state directory.",
-  XDG_CACHE_HOME: "Base of the default cache root.",
-  PYRO_ACCEL: "`kvm` or `tcg` forces the accelerator; anything else (or unset) chooses KVM when it really works, else TCG.",
-  PYRO_QEMU_BINARY: "QEMU to run. Default `qemu-system-x86_64` on PATH.",
-  PYRO_DEBIAN_MIRROR: "Debian mirror for environment builds. Default: mmdebstrap's.",
-  PYRO_BOOT_TIMEOUT_SECONDS: `Cold boot deadline in seconds. Default ${Defaults.bootTimeoutSeconds}; a restore from a template gets at most 20.`,
-  PYRO_TEMPLATES: "`0` turns template snapshots off: every VM boots cold.",
-  PYRO_POOL_SIZE: "Warm VMs kept per machine shape for runs to take (default 0: no pool). Runs refill it in the background.",
-  PYRO_POOL_MAX_MIB: "Cap on the summed guest memory of all pooled VMs, in MiB. Default 4096.",
-  PYRO_POOL_TTL_SECONDS: "A pooled VM not taken within this many seconds is reaped (at least 60). Default 3600.",
-  PYRO_AGENT_PATH: "Guest agent binary put into initramfs images. Default `dist/guest/pyro-agent` of the package.",
-  PYRO_MCP_TOKEN: "Bearer token for `pyro mcp serve --transport http`, required on every request, loopback included (generated and printed when unset; written to `<state dir>/mcp/http-<port>.token`, mode 0600).",
-  PYRO_NETWORK_ALLOW_DESTINATIONS:
-    "Destinations the operator opens for guests with network, even in blocked ranges: comma-separated `ADDRESS[/PREFIX][:PORT[+PORT...]]`. `127.0.0.1:PORT` opens a port of the host's loopback, reached from the guest at its gateway 10.0.2.2. Read when a VM starts.",
-  PYRO_QEMU_USER: "The unprivileged user QEMU runs as when pyro runs as root (created on first use). Default `pyro-qemu`.",
-  PYRO_CONFINEMENT: "`off` runs QEMU without its confinement (user, seccomp, namespaces, cgroup), for measuring its cost or debugging QEMU; never the default.",
-  PYRO_NETD_PATH: "The network helper behind guests with network. Default `dist/netd/pyro-netd` of the package.",
-  PYRO_LAUNCH_PATH: "The launcher that starts QEMU and the network helper (no transparent huge pages, joins the VM's cgroup before exec). Default `dist/netd/pyro-launch` of the package.",
-  PYRO_PROGRESS: "`1` shows CLI progress lines on stderr even when stderr is not a terminal.",
-  PYRO_DEBUG: "`1` or `true`: debug lines on stderr.",
-};
 
 // ---- markdown helpers ----
 
@@ -446,9 +416,10 @@ export function generateContract(): string {
     if (!op.cli && !op.noCliBecause) throw new Error(`SURFACES: Pyro.${name} has no CLI command and no reason`);
     if (op.mcp && !tools.has(op.mcp)) throw new Error(`SURFACES: no MCP tool ${op.mcp}`);
   }
-  const envVars = scanEnvVars();
-  for (const name of envVars.keys()) if (!ENV_VARS[name]) throw new Error(`${name} is read in src/ but not described in ENV_VARS in scripts/contract.ts`);
-  for (const name of Object.keys(ENV_VARS)) if (!envVars.has(name)) throw new Error(`ENV_VARS describes ${name}, which src/ no longer reads`);
+  const envVars = scanEnvReads();
+  const drift = settingsDrift(envVars);
+  if (drift.unlisted.length) throw new Error(`read in src/ but missing from SETTINGS in src/settings.ts: ${drift.unlisted.join("; ")}`);
+  if (drift.unread.length) throw new Error(`SETTINGS in src/settings.ts lists variables src/ no longer reads: ${drift.unread.join(", ")}`);
 
   const out: string[] = [];
   const push = (...lines: string[]) => out.push(...lines);
@@ -519,11 +490,16 @@ export function generateContract(): string {
   push(
     "## Environment variables",
     "",
-    "Every variable the code reads (found by scanning `src/`), with where it is read.",
+    "Every variable the code reads (`SETTINGS` in `src/settings.ts`; a unit test scans `src/` for reads), with where it is read.",
     "",
     table(
-      ["variable", "effect", "read in"],
-      [...envVars.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, files]) => [code(name), ENV_VARS[name]!, files.map(code).join(", ")]),
+      ["variable", "default", "effect", "read in"],
+      Object.entries(SETTINGS).map(([name, setting]) => [
+        code(settingLabel(name, setting)),
+        setting.literal ? code(String(setting.default)) : String(setting.default),
+        setting.effect,
+        (envVars.get(name) ?? []).map(code).join(", "),
+      ]),
     ),
     "",
   );
@@ -751,27 +727,6 @@ function toolSection(tool: ToolSpec, returns: ts.Type | undefined, checker: ts.T
   return lines;
 }
 
-/** Environment variables read in src/, with the files that read them. */
-function scanEnvVars(): Map<string, string[]> {
-  const found = new Map<string, string[]>();
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (entry.name.endsWith(".ts")) {
-        for (const match of readFileSync(path, "utf8").matchAll(/\benv\??\.((?:PYRO|XDG)_[A-Z0-9_]+)\b/g)) {
-          const files = found.get(match[1]!) ?? [];
-          const file = relative(ROOT, path);
-          if (!files.includes(file)) files.push(file);
-          found.set(match[1]!, files.sort());
-        }
-      }
-    }
-  };
-  walk(join(ROOT, "src"));
-  return found;
-}
-
 /** First differing line of two texts, for a useful --check message. */
 export function firstDifference(expected: string, actual: string): string | undefined {
   const a = expected.split("\n");
@@ -787,6 +742,11 @@ function main(argv: string[]): number {
   if (argv.includes("--write")) {
     writeFileSync(CONTRACT_PATH, text);
     console.error(`contract: wrote ${relative(process.cwd(), CONTRACT_PATH)}`);
+    for (const file of regionFiles()) {
+      if (file.expected === file.actual) continue;
+      writeFileSync(file.path, file.expected);
+      console.error(`contract: updated the generated tables of ${file.file}`);
+    }
     return 0;
   }
   if (argv.includes("--check")) {
@@ -802,7 +762,14 @@ function main(argv: string[]): number {
       console.error(`contract: docs/public-contract.md is out of date; run \`npm run contract\`. First difference at ${difference}`);
       return 1;
     }
-    console.error("contract: docs/public-contract.md is up to date");
+    for (const file of regionFiles()) {
+      const stale = firstDifference(file.expected, file.actual);
+      if (stale) {
+        console.error(`contract: a generated table of ${file.file} is out of date; run \`npm run contract\`. First difference at ${stale}`);
+        return 1;
+      }
+    }
+    console.error("contract: docs/public-contract.md and the generated tables are up to date");
     return 0;
   }
   process.stdout.write(text);

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { SETTINGS } from "./settings.js";
 
 /** Defaults of the public contract; every surface resolves options against these. */
 export const Defaults = {
@@ -14,7 +15,7 @@ export const Defaults = {
   /** Per stream; beyond it output is counted, not kept, and flagged truncated. */
   maxOutputBytes: 1024 * 1024,
   /** Cold boot to a ready agent; TCG on a busy 2-core host needs generous room. */
-  bootTimeoutSeconds: 90,
+  bootTimeoutSeconds: SETTINGS.PYRO_BOOT_TIMEOUT_SECONDS.default,
   /** A push (or a seed) that has not finished in this time fails; the workspace keeps what it had. */
   pushTimeoutSeconds: 600,
 } as const;
@@ -80,7 +81,7 @@ export function netdBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 export function qemuBinary(env: NodeJS.ProcessEnv = process.env): string {
-  return env.PYRO_QEMU_BINARY ?? "qemu-system-x86_64";
+  return env.PYRO_QEMU_BINARY ?? SETTINGS.PYRO_QEMU_BINARY.default;
 }
 
 export function debugEnabled(env: NodeJS.ProcessEnv = process.env): boolean {

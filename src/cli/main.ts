@@ -13,6 +13,7 @@ import { registerRun } from "./commands/run.js";
 import { registerVm } from "./commands/vm.js";
 import { registerWorkspace } from "./commands/workspace.js";
 import { newContext, type CliContext } from "./context.js";
+import { environmentHelp, exitStatusHelp } from "./help-text.js";
 import { EXIT_CODES, printError } from "./output.js";
 import { cliVocabulary } from "./vocabulary.js";
 
@@ -24,28 +25,11 @@ function version(): string {
   }
 }
 
+/** Exit statuses and environment variables, generated from EXIT_CODES and SETTINGS so they cannot drift. */
 const EXIT_HELP = `
-Exit status:
-  pyro run / vm exec exit with the guest command's own status (124 when it timed out).
-  pyro's own failures:
-${Object.entries(EXIT_CODES)
-  .map(([code, exit]) => `    ${String(exit).padEnd(4)} ${code}`)
-  .join("\n")}
+${exitStatusHelp()}
 
-Environment variables:
-  PYRO_STATE_DIR, PYRO_CACHE_DIR, PYRO_ENVIRONMENT_CACHE_DIR   where state and the cache live
-  PYRO_ACCEL=kvm|tcg        force the accelerator (default: KVM when it really works, else TCG)
-  PYRO_QEMU_BINARY          QEMU to use (default qemu-system-x86_64)
-  PYRO_DEBIAN_MIRROR        Debian mirror for building environments (default: mmdebstrap's)
-  PYRO_BOOT_TIMEOUT_SECONDS cold boot deadline (default 90; restores get 20)
-  PYRO_TEMPLATES=0          always boot cold, never restore template snapshots
-  PYRO_POOL_SIZE=N          keep N warm VMs per machine shape for runs (default 0: off)
-  PYRO_POOL_MAX_MIB         cap on the guest memory of all pooled VMs (default 4096)
-  PYRO_POOL_TTL_SECONDS     a pooled VM not taken in this time is reaped (default 3600)
-  PYRO_MCP_TOKEN            bearer token for pyro mcp serve --transport http
-  PYRO_PROGRESS=1           progress lines on stderr even when it is not a terminal
-  PYRO_AGENT_PATH           guest agent binary (default: the one npm run build made)
-  PYRO_DEBUG=1              debug lines on stderr`;
+${environmentHelp()}`;
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command()

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { chooseAccel } from "../backends/qemu/accel.js";
 import { operatorDestinations } from "../network/policy.js";
 import { packageRoot } from "../config.js";
+import { MIN_POOL_TTL_SECONDS, SETTINGS } from "../settings.js";
 import type { ResolvedVmOptions } from "./types.js";
 import { debug } from "../util/log.js";
 import { tryLock } from "../util/lock.js";
@@ -33,11 +34,11 @@ function positive(value: string | undefined, fallback: number): number {
   return Number.isFinite(n) && n >= 0 ? Math.floor(n) : fallback;
 }
 
-export function poolSettings(env: NodeJS.ProcessEnv, defaultSize = 0): PoolSettings {
+export function poolSettings(env: NodeJS.ProcessEnv, defaultSize: number = SETTINGS.PYRO_POOL_SIZE.default): PoolSettings {
   return {
     size: positive(env.PYRO_POOL_SIZE, defaultSize),
-    maxMib: positive(env.PYRO_POOL_MAX_MIB, 4096),
-    ttlSeconds: Math.max(60, positive(env.PYRO_POOL_TTL_SECONDS, 3600)),
+    maxMib: positive(env.PYRO_POOL_MAX_MIB, SETTINGS.PYRO_POOL_MAX_MIB.default),
+    ttlSeconds: Math.max(MIN_POOL_TTL_SECONDS, positive(env.PYRO_POOL_TTL_SECONDS, SETTINGS.PYRO_POOL_TTL_SECONDS.default)),
   };
 }
 

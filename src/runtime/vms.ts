@@ -13,6 +13,7 @@ import { Defaults, qemuBinary, type Paths } from "../config.js";
 import type { HelperProcess } from "../network/helper.js";
 import { operatorDestinations } from "../network/policy.js";
 import { EnvironmentStore, type ReadyEnvironment } from "../environments/store.js";
+import { RESTORE_TIMEOUT_SECONDS } from "../settings.js";
 import { ErrorCode, PyroError } from "../errors.js";
 import type { ExecRequestOptions, GuestSupport, ResolvedVmOptions, StartHooks } from "./types.js";
 import { pathExists } from "../util/fs.js";
@@ -25,7 +26,6 @@ import { killHelpers } from "./helpers.js";
 import { TemplateBuilder } from "./template-builder.js";
 import { TemplateStore } from "./templates.js";
 
-const RESTORE_TIMEOUT_SECONDS = 20;
 
 /**
  * Owns VM lifecycles: records, booting through the QEMU backend (or the

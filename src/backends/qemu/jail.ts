@@ -2,6 +2,7 @@ import { lstat, readFile, readlink, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Readable } from "node:stream";
 import { launcherPath } from "../../config.js";
+import { SETTINGS } from "../../settings.js";
 import { readJsonIfExists, writeJsonAtomic } from "../../util/fs.js";
 import { debug, warnOnce } from "../../util/log.js";
 import { executableIdentity, runTool, which } from "../../util/proc.js";
@@ -43,7 +44,7 @@ export interface JailHost {
 export const SECCOMP_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /** The dedicated user QEMU runs as when pyro runs as root. */
-export const DEFAULT_QEMU_USER = "pyro-qemu";
+export const DEFAULT_QEMU_USER = SETTINGS.PYRO_QEMU_USER.default;
 
 function isRoot(): boolean {
   return process.getuid?.() === 0;

@@ -3,6 +3,7 @@ import { errColors as pc } from "../color.js";
 import type { ExecResult } from "../../sdk/types.js";
 import { shellJoin } from "../../util/shell.js";
 import { emit, type CliContext } from "../context.js";
+import { exitStatusRanges } from "../help-text.js";
 import { timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 
 /** Streams guest output live in human mode; --json prints the one result document at the end. */
@@ -49,9 +50,9 @@ export function registerRun(program: Command, ctx: CliContext): void {
 Examples:
   pyro run debian:12 -- git --version
   pyro run debian:12 --json -- sh -lc 'echo "a  b"; uname -r'
-  pyro run debian:12-build --timeout-seconds 120 -- make -C /workspace test
+  pyro run debian:12-build --timeout-seconds 120 -- sh -c 'echo "int main(void) { return 0; }" > t.c && make t && ./t'
 
-Exit status is the command's own; pyro's failures use 64-78 and 130 (see \`pyro --help\`).`,
+Exit status is the command's own; pyro's failures use ${exitStatusRanges()} (see \`pyro --help\`).`,
     )
     .action(async (environment: string, command: string[], flags: VmFlags) => {
       const result = await ctx.pyro.runInVm({

@@ -60,11 +60,17 @@ export function registerWorkspaceWork(ws: Command, ctx: CliContext): void {
       "after",
       `
 Example:
+  id=$(pyro workspace create debian:12 --id-only)
   sh=$(pyro workspace shell open "$id" --id-only)
-  pyro workspace shell write "$id" "$sh" 'cd src && make'
+  pyro workspace shell write "$id" "$sh" 'cd /tmp && export GREETING=hello'
+  pyro workspace shell write "$id" "$sh" 'echo "$GREETING from $PWD"'    # the shell keeps its state
+  pyro workspace shell write "$id" "$sh" 'sleep 600'
+  pyro workspace shell signal "$id" "$sh" INT                              # Ctrl-C
   pyro workspace shell read "$id" "$sh" --wait-for-idle-ms 500 --plain
-  pyro workspace shell attach "$id" "$sh"      # a terminal for you; Ctrl-] detaches
-  pyro workspace shell close "$id" "$sh"`,
+  pyro workspace shell close "$id" "$sh"
+  pyro workspace delete "$id"
+
+On a terminal, pyro workspace shell attach ID SHELL_ID is the shell for you (Ctrl-] detaches).`,
     );
 
   shell
@@ -215,11 +221,14 @@ Example:
     .addHelpText(
       "after",
       `
-Example:
-  pyro workspace create debian:12 --network-policy egress+published-ports --id-only
-  pyro workspace service start "$id" web --ready-http http://127.0.0.1:8080/ --publish 8080 -- ./serve --port 8080
-  pyro workspace service logs "$id" web --tail-lines 50
-  pyro workspace service stop "$id" web`,
+Example (git's daemon, which debian:12 has, serving /workspace on its port 9418):
+  id=$(pyro workspace create debian:12 --network-policy egress+published-ports --id-only)
+  pyro workspace service start "$id" git --ready-tcp 9418 --publish 9418 -- git daemon --reuseaddr --export-all --base-path=/workspace
+  pyro workspace service logs "$id" git --tail-lines 50
+  pyro workspace service stop "$id" git
+  pyro workspace delete "$id"
+
+service start prints the host port it published on 127.0.0.1 (--publish HOST:GUEST picks it).`,
     );
 
   service

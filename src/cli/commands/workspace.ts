@@ -47,12 +47,13 @@ export function registerWorkspace(program: Command, ctx: CliContext): void {
     .addHelpText(
       "after",
       `
-Example:
-  id=$(pyro workspace create debian:12 --seed-path ./repo --id-only)
-  pyro workspace exec "$id" -- make test
+Example (./repo is a project whose Makefile has a test target; debian:12-build has make):
+  id=$(pyro workspace create debian:12-build --seed-path ./repo --id-only)
+  pyro workspace exec "$id" -- make test          # runs in /workspace; files persist
   pyro workspace sync push "$id" ./repo/src --dest src
   pyro workspace exec "$id" -- make test
-  pyro workspace logs "$id"
+  pyro workspace exec "$id" -- test -f missing    # exits 1: the command's own status
+  pyro workspace logs "$id"                       # every command, in order, with output
   pyro workspace delete "$id"`,
     );
 
