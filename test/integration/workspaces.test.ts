@@ -119,7 +119,7 @@ describe("workspaces on real guests", () => {
     assert.match(gone.stderr, new RegExp(`workspace ${id} was deleted at \\d{4}-`));
   });
 
-  test("pyro workspace exec: a shell line in one argument gets a hint to use sh -c, and its exit status unchanged", async () => {
+  test("pyro workspace exec and service start: a shell line in one argument gets a hint to use sh -c, and its exit status unchanged", async () => {
     const created = await runCli(["workspace", "create", "debian:12", "--id-only"], { stateDir });
     assert.equal(created.code, 0, created.stderr);
     const id = created.stdout.trim();
@@ -144,6 +144,16 @@ describe("workspaces on real guests", () => {
         assert.ok(!("hint" in json<object>(r.stdout)), `${argv.join(" ")}: ${r.stdout}`);
         assert.doesNotMatch(r.stderr, /hint/);
       }
+      // A service is given its command the same way; it fails before it is ready, and says why.
+      const service = await runCli(["workspace", "service", "start", id, "web", "--ready-file", "/tmp/ready", "--json", "--", "cd /tmp && ./serve"], { stateDir });
+      assert.equal(service.code, 84, service.stderr);
+      const failure = json<{ error: { code: string; message: string; hint: string } }>(service.stdout).error;
+      assert.equal(failure.code, "service_failed");
+      assert.match(failure.message, /exited with code 127 before it was ready/);
+      assert.match(failure.hint, / -- sh -c 'cd \/tmp && \.\/serve'$/);
+      const own = await runCli(["workspace", "service", "start", id, "own", "--ready-file", "/tmp/ready", "--json", "--", "sh", "-c", "exit 127"], { stateDir });
+      assert.equal(own.code, 84, own.stderr);
+      assert.doesNotMatch(json<{ error: { hint: string } }>(own.stdout).error.hint, /sh -c/);
     } finally {
       assert.equal((await runCli(["workspace", "delete", id], { stateDir })).code, 0);
     }
