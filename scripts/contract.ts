@@ -451,7 +451,9 @@ export function generateContract(): string {
     "## Operations",
     "",
     "Every SDK method with the CLI command and MCP tool that expose it. CLI `--json` output and MCP results",
-    "carry the SDK's result with snake_case field names (`vmId` → `vm_id`).",
+    "carry the SDK's result with snake_case field names (`vmId` → `vm_id`). `pyro run`, `pyro vm exec` and",
+    "`pyro workspace exec` add one optional field, `hint` (string): present only when the command after `--` was",
+    "a single argument holding a shell line and exited 126 or 127, it says to write `-- sh -c '<line>'` instead.",
     "",
     table(
       ["SDK method", "CLI", "MCP tool"],

@@ -1,5 +1,6 @@
 import { toPyroError } from "../errors.js";
 import type { Pyro } from "../sdk/pyro.js";
+import { snakeKey } from "../util/case.js";
 import { defaultToolPolicy, findTool, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
 export interface ToolSelection {
@@ -34,28 +35,71 @@ export function selectTools(selection: ToolSelection = {}): ToolSpec[] {
   return toolsFor(selection.profile ?? "vm-run");
 }
 
+/** What a model reads instead of a result when a call fails; the same on every adapter and in MCP. */
+export interface ToolErrorDocument {
+  error: { code: string; message: string; hint: string | null };
+}
+
+/**
+ * Checks a model's arguments against the tool's full schema. A failure names
+ * each bad argument by its path in the call (snake_case, as the schema shows
+ * it) so the model can correct exactly that argument.
+ */
+export function checkArguments(tool: ToolSpec, args: unknown): { data: Record<string, unknown> } | ToolErrorDocument {
+  const parsed = tool.input.safeParse(args);
+  if (parsed.success) return { data: parsed.data };
+  const given = args !== null && typeof args === "object" ? (args as Record<string, unknown>) : undefined;
+  const problems = parsed.error.issues.map((issue) => {
+    const path = issue.path.map(String).join(".");
+    if (!path) return `arguments: ${issue.message}`;
+    // A missing required argument reads better as such than as "expected string, received undefined".
+    const missing = issue.code === "invalid_type" && issue.path.length === 1 && given !== undefined && given[path] === undefined;
+    return `${path}: ${missing ? "is required" : issue.message}`;
+  });
+  return {
+    error: {
+      code: "invalid_argument",
+      message: problems.join("; "),
+      hint: `correct the named argument${problems.length > 1 ? "s" : ""}; the ${tool.name} schema says what is accepted`,
+    },
+  };
+}
+
+/**
+ * A failure as the model reads it. The SDK names a bad option in camelCase
+ * (`vcpuCount`); a model only knows the tool's snake_case argument
+ * (`vcpu_count`), so the named field is renamed in the message and hint.
+ */
+export function toolError(error: unknown): ToolErrorDocument {
+  const failure = toPyroError(error);
+  const field = typeof failure.details?.field === "string" ? failure.details.field : undefined;
+  const rename = (text: string) => (field && /[A-Z]/.test(field) ? text.replace(new RegExp(`\\b${field}\\b`, "g"), snakeKey(field)) : text);
+  return { error: { code: failure.code, message: rename(failure.message), hint: failure.hint ? rename(failure.hint) : null } };
+}
+
+/** Runs a tool on arguments that passed checkArguments; pyro's failures become the error document. */
+export async function runChecked(pyro: Pyro, tool: ToolSpec, args: Record<string, unknown>, context: ToolContext = {}): Promise<Record<string, unknown>> {
+  try {
+    return await tool.run(pyro, args, context);
+  } catch (error) {
+    return { ...toolError(error) };
+  }
+}
+
 /**
  * Validates arguments with the tool's schema and runs it. Never throws for
  * pyro's own failures or bad arguments: a model acts better on an error it
  * can read, so those come back as `{ error: { code, message, hint } }`.
  */
 export async function invokeTool(pyro: Pyro, tool: ToolSpec, args: unknown, context: ToolContext = {}): Promise<Record<string, unknown>> {
-  const parsed = tool.input.safeParse(args);
-  if (!parsed.success) {
-    return {
-      error: {
-        code: "invalid_argument",
-        message: parsed.error.issues.map((issue) => `${issue.path.join(".") || "arguments"}: ${issue.message}`).join("; "),
-        hint: `check the arguments against the ${tool.name} schema`,
-      },
-    };
-  }
-  try {
-    return await tool.run(pyro, parsed.data, context);
-  } catch (error) {
-    const failure = toPyroError(error);
-    return { error: { code: failure.code, message: failure.message, hint: failure.hint ?? null } };
-  }
+  const checked = checkArguments(tool, args);
+  if ("error" in checked) return { ...checked };
+  return runChecked(pyro, tool, checked.data, context);
+}
+
+/** Whether a tool's answer is the error document rather than a result. */
+export function isToolError(value: unknown): value is ToolErrorDocument {
+  return value !== null && typeof value === "object" && "error" in value && Object.keys(value).length === 1;
 }
 
 /** Imports an optional peer dependency, or fails with the package to install. */

@@ -237,7 +237,7 @@ export class WorkspaceServices {
       const [service] = await serviceStatus(session, name, Date.now() + CALL_MS);
       if (!service || service.state === "exited") {
         const how = service?.signal ? `was killed by ${service.signal}` : `exited with code ${service?.exitCode ?? "?"}`;
-        throw await this.failed(session, name, `service ${name} ${how} before it was ready`, redactor);
+        throw await this.failed(session, name, `service ${name} ${how} before it was ready`, redactor, service?.exitCode ?? undefined);
       }
       if (readiness.type === "command") {
         const result = await session.exec({ shell: readiness.command, cwd: "/workspace", timeoutMs: 10_000, maxOutputBytes: 4096, secretEnv }, { signal });
@@ -257,11 +257,12 @@ export class WorkspaceServices {
     }
   }
 
-  private async failed(session: AgentSession, name: string, message: string, redactor: Redactor): Promise<PyroError> {
+  /** `exitCode` when the service exited on its own: front ends explain some (126, 127) from how the command was given. */
+  private async failed(session: AgentSession, name: string, message: string, redactor: Redactor, exitCode?: number): Promise<PyroError> {
     const logs = await serviceLogs(session, name, { tailLines: LOG_TAIL_LINES, maxBytes: 16 * 1024 }, Date.now() + CALL_MS).catch(() => undefined);
     const tail = logs ? redactor.bytes(logs.data).toString("utf8").trimEnd() : "";
     return new PyroError(ErrorCode.serviceFailed, `${message}${tail ? `; its last output:\n${tail}` : "; it wrote no output"}`, {
-      details: { service: name, logTail: tail },
+      details: { service: name, logTail: tail, ...(exitCode === undefined ? {} : { exitCode }) },
     });
   }
 

@@ -61,6 +61,43 @@ describe("pyro run on real guests", () => {
     assert.equal(json(seven.stdout).exit_code, 7);
   });
 
+  test("a whole shell line as one argument: the guest's 127 passes through, with a hint to use sh -c; other failures get none", async () => {
+    const advice = /^hint: .* ran as one command name; to run it as a shell line, write: -- sh -c 'ls -la && true'$/m;
+    const human = await runCli(["run", "debian:12", "--", "ls -la && true"], { stateDir });
+    assert.equal(human.code, 127, human.stderr);
+    assert.match(human.stderr, /command not found/);
+    assert.match(human.stderr, advice);
+
+    const asJson = await runCli(["run", "debian:12", "--json", "--", "ls -la && true"], { stateDir });
+    assert.equal(asJson.code, 127, asJson.stderr);
+    const result = json(asJson.stdout);
+    assert.equal(result.exit_code, 127);
+    assert.match(`hint: ${String(result.hint)}`, advice);
+    assert.match(asJson.stderr, advice);
+
+    // The command's own 127 and a plain failure, given as separate words: nothing to advise.
+    const own = await runCli(["run", "debian:12", "--json", "--", "sh", "-c", "exit 127"], { stateDir });
+    assert.equal(own.code, 127, own.stderr);
+    assert.ok(!("hint" in json(own.stdout)), own.stdout);
+    assert.doesNotMatch(own.stderr, /hint/);
+    const plain = await runCli(["run", "debian:12", "--", "false"], { stateDir });
+    assert.equal(plain.code, 1, plain.stderr);
+    assert.doesNotMatch(plain.stderr, /hint/);
+  });
+
+  test("pyro vm exec gives the same hint for a shell line in one argument", async () => {
+    const created = await runCli(["vm", "create", "debian:12", "--id-only"], { stateDir });
+    assert.equal(created.code, 0, created.stderr);
+    const vmId = created.stdout.trim();
+    assert.equal((await runCli(["vm", "start", vmId, "--json"], { stateDir })).code, 0);
+    const exec = await runCli(["vm", "exec", vmId, "--json", "--", "cd /tmp; ls"], { stateDir });
+    assert.equal(exec.code, 127, exec.stderr);
+    const result = json(exec.stdout);
+    assert.equal(result.exit_code, 127);
+    assert.match(String(result.hint), / -- sh -c 'cd \/tmp; ls'$/);
+    assert.match(exec.stderr, /^hint: .* -- sh -c 'cd \/tmp; ls'$/m);
+  });
+
   test("a command past its timeout is killed, reported, and its VM removed", async () => {
     const r = await runCli(["run", "debian:12", "--json", "--timeout-seconds", "2", "--", "sleep", "60"], { stateDir });
     const result = json(r.stdout);

@@ -3,16 +3,21 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { ChatResult } from "@langchain/core/outputs";
+import { convertToOpenAITool } from "@langchain/core/utils/function_calling";
 import type { LanguageModelV3CallOptions, LanguageModelV3GenerateResult } from "@ai-sdk/provider";
+import { generateText, stepCountIs } from "ai";
 import { MockLanguageModelV3 } from "ai/test";
 import OpenAI from "openai";
 import { Pyro } from "pyro-mcp";
+import { pyroAiSdkTools } from "pyro-mcp/ai-sdk";
+import { pyroLangChainTools } from "pyro-mcp/langchain";
+import { openaiTools, runFunctionCalls } from "pyro-mcp/openai";
 import { runAgent as runAiSdkAgent } from "../../examples/ai_sdk_vm_run.js";
 import { runAgent as runLangChainAgent } from "../../examples/langchain_vm_run.js";
 import { runAgent as runOpenAIAgent } from "../../examples/openai_responses_vm_run.js";
@@ -164,6 +169,128 @@ describe("Vercel AI SDK: generateText with a mock model, two steps", () => {
     assert.equal(output.type, "json");
     assert.equal(output.value.exit_code, 0);
     assert.equal(output.value.stdout, `${guestKernel}\n`);
+  });
+});
+
+/** What one adapter answered to one tool call, driven through its framework's own tool-calling path. */
+interface Answer {
+  document: Record<string, unknown>;
+  /** The JSON Schema of the called tool's arguments, as the framework showed it to the model. */
+  shownSchema: { properties: Record<string, Record<string, unknown>>; required?: string[] } | undefined;
+}
+
+type Call = (tools: string[], name: string, rawArguments: string) => Promise<Answer>;
+
+/** The openai client reads a scripted response from a local server; runFunctionCalls dispatches its function_call. */
+const viaOpenAI: Call = async (tools, name, rawArguments) => {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      const output = [{ type: "function_call", id: "fc_bad", call_id: "call_bad", name, status: "completed", arguments: rawArguments }];
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ id: "resp_bad", object: "response", created_at: 1_700_000_000, status: "completed", model: "gpt-test", parallel_tool_calls: true, tool_choice: "auto", tools: [], output }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const client = new OpenAI({ apiKey: "test-key", baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, maxRetries: 0 });
+    const offered = openaiTools({ tools });
+    const response = await client.responses.create({ model: "gpt-test", input: "go", tools: offered });
+    const outputs = await runFunctionCalls(pyro, response.output, { tools });
+    assert.equal(outputs.length, 1);
+    assert.equal(outputs[0]!.call_id, "call_bad");
+    return { document: JSON.parse(outputs[0]!.output) as Record<string, unknown>, shownSchema: undefined };
+  } finally {
+    server.close();
+  }
+};
+
+/** A tool call as a chat model emits it, given to the tool's invoke as agent loops (ToolNode, createAgent) do. */
+const viaLangChain: Call = async (tools, name, rawArguments) => {
+  const tool = pyroLangChainTools(pyro, { tools }).find((t) => t.name === name);
+  assert.ok(tool, `no LangChain tool ${name}`);
+  const message: unknown = await tool.invoke({ type: "tool_call", id: "call_lc_bad", name, args: JSON.parse(rawArguments) as Record<string, unknown> });
+  assert.ok(message instanceof ToolMessage, `not a ToolMessage: ${String(message)}`);
+  assert.equal(message.tool_call_id, "call_lc_bad");
+  const document = JSON.parse(text(message.content)) as Record<string, unknown>;
+  assert.equal(message.status, "error" in document ? "error" : "success");
+  const shown = convertToOpenAITool(tool).function.parameters as Answer["shownSchema"];
+  return { document, shownSchema: shown };
+};
+
+/** generateText with a mock model that makes the call, then reads the tool result it is given back. */
+const viaAiSdk: Call = async (tools, name, rawArguments) => {
+  const calls: LanguageModelV3CallOptions[] = [];
+  const usage = { inputTokens: { total: 1, noCache: 1, cacheRead: 0, cacheWrite: 0 }, outputTokens: { total: 1, text: 1, reasoning: 0 } };
+  const model = new MockLanguageModelV3({
+    // eslint-disable-next-line @typescript-eslint/require-await -- the interface is async
+    doGenerate: async (options): Promise<LanguageModelV3GenerateResult> => {
+      calls.push(options);
+      return calls.length === 1
+        ? { content: [{ type: "tool-call", toolCallId: "call_ai_bad", toolName: name, input: rawArguments }], finishReason: { unified: "tool-calls", raw: "tool_calls" }, usage, warnings: [] }
+        : { content: [{ type: "text", text: "done" }], finishReason: { unified: "stop", raw: "stop" }, usage, warnings: [] };
+    },
+  });
+  await generateText({ model, tools: pyroAiSdkTools(pyro, { tools }), prompt: "go", stopWhen: stepCountIs(3) });
+  assert.equal(calls.length, 2);
+  const toolMessage = calls[1]!.prompt.find((m) => m.role === "tool");
+  assert.ok(toolMessage && toolMessage.role === "tool");
+  const part = toolMessage.content.find((p) => p.type === "tool-result");
+  assert.ok(part && part.type === "tool-result" && part.toolCallId === "call_ai_bad");
+  assert.equal(part.output.type, "json", `the model was given ${JSON.stringify(part.output)}, not the tool's result`);
+  const shown = calls[0]!.tools?.find((t) => t.name === name);
+  assert.ok(shown && shown.type === "function");
+  return { document: (part.output as { value: Record<string, unknown> }).value, shownSchema: shown.inputSchema as Answer["shownSchema"] };
+};
+
+describe("bad arguments and pyro's failures come back as the error document on every adapter, never thrown", () => {
+  const adapters: [string, Call][] = [
+    ["OpenAI", viaOpenAI],
+    ["LangChain", viaLangChain],
+    ["AI SDK", viaAiSdk],
+  ];
+  const offered = ["vm_run", "workspace_exec"];
+  const cases: { what: string; name: string; args: unknown; code: string; message: RegExp }[] = [
+    { what: "a wrong type", name: "vm_run", args: { environment: "debian:12", command: 42 }, code: "invalid_argument", message: /^command: .*expected string/ },
+    { what: "a value out of the schema's range", name: "vm_run", args: { environment: "debian:12", command: "true", timeout_seconds: 0 }, code: "invalid_argument", message: /^timeout_seconds: / },
+    { what: "a value not in an enum", name: "vm_run", args: { environment: "debian:12", command: "true", network_policy: "everywhere" }, code: "invalid_argument", message: /^network_policy: / },
+    { what: "a missing required argument", name: "vm_run", args: { environment: "debian:12" }, code: "invalid_argument", message: /^command: is required$/ },
+    { what: "two bad arguments at once", name: "vm_run", args: { command: "", mem_mib: "lots" }, code: "invalid_argument", message: /^(?=.*environment: is required)(?=.*command: )(?=.*mem_mib: )/ },
+    { what: "a malformed id", name: "workspace_exec", args: { workspace_id: "nope", command: "true" }, code: "invalid_argument", message: /^workspace_id: / },
+    { what: "an unknown environment (pyro's own failure)", name: "vm_run", args: { environment: "nosuch:1", command: "true" }, code: "unknown_environment", message: /nosuch:1/ },
+    { what: "an unknown workspace (pyro's own failure)", name: "workspace_exec", args: { workspace_id: "000000000000", command: "true" }, code: "workspace_not_found", message: /000000000000/ },
+  ];
+  // The schema allows up to 64 vCPUs, the SDK no more than the host's cores, and names the option vcpuCount.
+  if (availableParallelism() < 64) {
+    cases.push({ what: "a value the SDK refuses, named in snake_case", name: "vm_run", args: { environment: "debian:12", command: "true", vcpu_count: 64 }, code: "invalid_argument", message: /^vcpu_count: must be between 1 and \d+, got 64$/ });
+  }
+  for (const [adapter, call] of adapters) {
+    for (const c of cases) {
+      test(`${adapter}: ${c.what}`, async () => {
+        const { document, shownSchema } = await call(offered, c.name, JSON.stringify(c.args));
+        assert.deepEqual(Object.keys(document), ["error"], JSON.stringify(document));
+        const error = document.error as { code: string; message: string; hint: string };
+        assert.equal(error.code, c.code, error.message);
+        assert.match(error.message, c.message);
+        assert.doesNotMatch(`${error.message} ${error.hint}`, /\b[a-z]+[A-Z]\w*/, "a camelCase SDK name reached the model");
+        assert.ok(typeof error.hint === "string" && error.hint.length > 0);
+        if (shownSchema) {
+          // The model is shown the real schema, constraints included; only the checking moved.
+          assert.deepEqual([...(shownSchema.required ?? [])].sort(), Object.keys(c.name === "vm_run" ? { command: 1, environment: 1 } : { command: 1, workspace_id: 1 }).sort());
+          assert.equal(shownSchema.properties.timeout_seconds?.minimum, 1);
+          if (c.name === "vm_run") assert.deepEqual(shownSchema.properties.network_policy?.enum, ["off", "egress", "egress+published-ports"]);
+        }
+      });
+    }
+  }
+
+  test("OpenAI: an unknown tool name and arguments that are not JSON", async () => {
+    const unknown = (await viaOpenAI(offered, "vm_destroy_everything", "{}")).document.error as { code: string; message: string; hint: string };
+    assert.equal(unknown.code, "invalid_argument");
+    assert.match(unknown.message, /unknown tool "vm_destroy_everything"/);
+    assert.equal(unknown.hint, "available: vm_run, workspace_exec");
+    const garbled = (await viaOpenAI(offered, "vm_run", '{"environment": "debian:12", "comm')).document.error as { code: string };
+    assert.equal(garbled.code, "invalid_argument");
   });
 });
 

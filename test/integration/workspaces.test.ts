@@ -119,6 +119,46 @@ describe("workspaces on real guests", () => {
     assert.match(gone.stderr, new RegExp(`workspace ${id} was deleted at \\d{4}-`));
   });
 
+  test("pyro workspace exec and service start: a shell line in one argument gets a hint to use sh -c, and its exit status unchanged", async () => {
+    const created = await runCli(["workspace", "create", "debian:12", "--id-only"], { stateDir });
+    assert.equal(created.code, 0, created.stderr);
+    const id = created.stdout.trim();
+    try {
+      const human = await runCli(["workspace", "exec", id, "--", "make all > build.log"], { stateDir });
+      assert.equal(human.code, 127, human.stderr);
+      assert.match(human.stderr, /^hint: .* -- sh -c 'make all > build\.log'$/m);
+      const asJson = await runCli(["workspace", "exec", id, "--json", "--", `echo "it's" here`], { stateDir });
+      assert.equal(asJson.code, 127, asJson.stderr);
+      const result = json<{ exit_code: number; hint?: string; sequence: number }>(asJson.stdout);
+      assert.equal(result.exit_code, 127);
+      assert.equal(result.sequence, 2);
+      assert.match(result.hint ?? "", / -- sh -c 'echo "it'"'"'s" here'$/);
+      // The advice, taken literally, runs the line.
+      const advised = await runCli(["workspace", "exec", id, "--json", "--", "sh", "-c", `echo "it's" here`], { stateDir });
+      assert.equal(advised.code, 0, advised.stderr);
+      assert.equal(json<{ stdout: string }>(advised.stdout).stdout, "it's here\n");
+      // Failures that are not a quoted shell line: no hint.
+      for (const argv of [["false"], ["sh", "-c", "exit 126"], ["no-such-program"]]) {
+        const r = await runCli(["workspace", "exec", id, "--json", "--", ...argv], { stateDir });
+        assert.notEqual(r.code, 0);
+        assert.ok(!("hint" in json<object>(r.stdout)), `${argv.join(" ")}: ${r.stdout}`);
+        assert.doesNotMatch(r.stderr, /hint/);
+      }
+      // A service is given its command the same way; it fails before it is ready, and says why.
+      const service = await runCli(["workspace", "service", "start", id, "web", "--ready-file", "/tmp/ready", "--json", "--", "cd /tmp && ./serve"], { stateDir });
+      assert.equal(service.code, 84, service.stderr);
+      const failure = json<{ error: { code: string; message: string; hint: string } }>(service.stdout).error;
+      assert.equal(failure.code, "service_failed");
+      assert.match(failure.message, /exited with code 127 before it was ready/);
+      assert.match(failure.hint, / -- sh -c 'cd \/tmp && \.\/serve'$/);
+      const own = await runCli(["workspace", "service", "start", id, "own", "--ready-file", "/tmp/ready", "--json", "--", "sh", "-c", "exit 127"], { stateDir });
+      assert.equal(own.code, 84, own.stderr);
+      assert.doesNotMatch(json<{ error: { hint: string } }>(own.stdout).error.hint, /sh -c/);
+    } finally {
+      assert.equal((await runCli(["workspace", "delete", id], { stateDir })).code, 0);
+    }
+  });
+
   test("seeded from a .tgz with the SDK; two concurrent execs both complete and are journaled", async () => {
     const tgz = archiveFile("seed.tgz", [{ path: "./data", type: "Directory" }, { path: "./data/n.txt", data: "42\n" }, { path: "./link", type: "SymbolicLink", linkpath: "data/n.txt" }], true);
     const ws = await pyro.createWorkspace({ environment: "debian:12", seedPath: tgz });

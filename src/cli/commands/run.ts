@@ -1,15 +1,21 @@
 import type { Command } from "commander";
 import { errColors as pc } from "../color.js";
 import type { ExecResult } from "../../sdk/types.js";
-import { shellJoin } from "../../util/shell.js";
+import { oneWordShellLineHint, shellJoin } from "../../util/shell.js";
 import { emit, type CliContext } from "../context.js";
 import { exitStatusRanges } from "../help-text.js";
 import { timeoutOption, vmOptions, vmOptionsFrom, type VmFlags } from "../options.js";
 
-/** Streams guest output live in human mode; --json prints the one result document at the end. */
-export function writeExecResult(ctx: CliContext, result: Omit<ExecResult, "vmId">, streamed: boolean): void {
+/**
+ * Streams guest output live in human mode; --json prints the one result
+ * document at the end. `argv` is the command as given after `--`: when it was
+ * a whole shell line in one argument that the guest could not run, a hint on
+ * stderr (and in the JSON document) says how to run it as one.
+ */
+export function writeExecResult(ctx: CliContext, result: Omit<ExecResult, "vmId">, streamed: boolean, argv: readonly string[]): void {
+  const hint = oneWordShellLineHint(argv, result.exitCode);
   if (ctx.json) {
-    emit(ctx, result, () => "");
+    emit(ctx, hint === undefined ? result : { ...result, hint }, () => "");
   } else {
     if (!streamed) {
       process.stdout.write(result.stdout);
@@ -24,6 +30,7 @@ export function writeExecResult(ctx: CliContext, result: Omit<ExecResult, "vmId"
       process.stderr.write(pc.dim(`pyro: exit ${result.exitCode} · ${result.durationMs} ms · ${mode}${notes.length ? ` · ${notes.join(", ")}` : ""}\n`));
     }
   }
+  if (hint !== undefined) process.stderr.write(`${pc.dim("hint")}: ${hint}\n`);
   ctx.exitCode = result.exitCode;
 }
 
@@ -64,6 +71,6 @@ Exit status is the command's own; pyro's failures use ${exitStatusRanges()} (see
         onProgress: ctx.progress.onProgress,
         onOutput: streamTo(ctx),
       });
-      writeExecResult(ctx, result, !ctx.json);
+      writeExecResult(ctx, result, !ctx.json, command);
     });
 }

@@ -60,7 +60,7 @@ export function registerVm(program: Command, ctx: CliContext): void {
     .option("--json", "print one JSON result document")
     .action(async (vmId: string, command: string[], flags: VmFlags) => {
       const result = await ctx.pyro.execVm(vmId, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, signal: ctx.signal, onOutput: streamTo(ctx) });
-      writeExecResult(ctx, result, !ctx.json);
+      writeExecResult(ctx, result, !ctx.json, command);
     });
 
   vm.command("status")

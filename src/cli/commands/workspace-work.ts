@@ -1,7 +1,7 @@
 import { Option, type Command } from "commander";
-import { InvalidArgumentError } from "../../errors.js";
+import { ErrorCode, InvalidArgumentError, PyroError } from "../../errors.js";
 import type { ServiceInfo, ServiceReadiness, ShellSignalName } from "../../sdk/types.js";
-import { shellJoin } from "../../util/shell.js";
+import { oneWordShellLineHint, shellJoin } from "../../util/shell.js";
 import { emit, table, type CliContext } from "../context.js";
 import { intParser } from "../options.js";
 
@@ -254,15 +254,19 @@ service start prints the host port it published on 127.0.0.1 (--publish HOST:GUE
         flags: { cwd?: string; readyFile?: string; readyTcp?: number; readyHttp?: string; readyCommand?: string; readyTimeoutSeconds?: number; publish?: { guestPort: number; hostPort?: number }[]; secretEnv?: Record<string, string> },
       ) => {
         if (command.length === 0) throw new InvalidArgumentError("command", "give the service's command after --", "e.g. pyro workspace service start ID web -- ./serve --port 8080");
-        const started = await ctx.pyro.startService(id, {
-          name,
-          command: shellJoin(command),
-          cwd: flags.cwd,
-          readiness: readinessFrom(flags),
-          publish: flags.publish,
-          secretEnv: flags.secretEnv,
-          signal: ctx.signal,
-        });
+        const started = await ctx.pyro
+          .startService(id, {
+            name,
+            command: shellJoin(command),
+            cwd: flags.cwd,
+            readiness: readinessFrom(flags),
+            publish: flags.publish,
+            secretEnv: flags.secretEnv,
+            signal: ctx.signal,
+          })
+          .catch((error: unknown) => {
+            throw withShellLineHint(error, command);
+          });
         emit(ctx, started, () => describeService(started));
       },
     );
@@ -339,4 +343,16 @@ export function secretOptions(): Option[] {
 export function secretsFrom(flags: { secret?: { name: string; value: string }[]; secretFile?: { name: string; filePath: string }[] }): ({ name: string; value: string } | { name: string; filePath: string })[] | undefined {
   const all = [...(flags.secret ?? []), ...(flags.secretFile ?? [])];
   return all.length ? all : undefined;
+}
+
+/**
+ * A service given as one argument holding a whole shell line runs as one
+ * word and exits 126 or 127 before it is ready: the failure then says how to
+ * run the line, as `pyro workspace exec` does.
+ */
+function withShellLineHint(error: unknown, argv: readonly string[]): unknown {
+  if (!(error instanceof PyroError) || error.code !== ErrorCode.serviceFailed) return error;
+  const exitCode = error.details?.exitCode;
+  const hint = typeof exitCode === "number" ? oneWordShellLineHint(argv, exitCode) : undefined;
+  return hint === undefined ? error : new PyroError(error.code, error.message, { hint, details: error.details, cause: error });
 }

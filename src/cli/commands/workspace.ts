@@ -111,7 +111,7 @@ Example (./repo is a project whose Makefile has a test target; debian:12-build h
     .option("--json", "print one JSON result document")
     .action(async (id: string, command: string[], flags: VmFlags & { secretEnv?: Record<string, string> }) => {
       const result = await ctx.pyro.execWorkspace(id, { command: shellJoin(command), timeoutSeconds: flags.timeoutSeconds, secretEnv: flags.secretEnv, signal: ctx.signal, onOutput: streamTo(ctx) });
-      writeExecResult(ctx, result, !ctx.json);
+      writeExecResult(ctx, result, !ctx.json, command);
     });
 
   registerWorkspaceFiles(ws, ctx);
