@@ -196,6 +196,14 @@ export function renderDiff(diff: DiffLine[]): string {
 }
 
 /**
+ * What a developer needs to fix a mismatch: where the command is (document and line), the command,
+ * its exit status, and the diff of the document against the program's output.
+ */
+export function describeMismatch(document: string, command: Command, exitStatus: number, diff: DiffLine[]): string {
+  return `${document}:${command.line}: $ ${command.text}\n  (exit ${exitStatus}; - as the document shows it, + as the program printed it)\n${renderDiff(diff)}`;
+}
+
+/**
  * The bash script that runs `commands` in order and marks where each one's output ends. The marking
  * function hands the command's exit status on, so a document can show it with `echo $?`.
  */

@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import { Pyro } from "../../src/index.js";
 import { ensureEnvironment, qemuProcessesUnder, removeDir, ROOT } from "../helpers.js";
 import type { Command } from "../transcript.js";
-import { compare, parseDocument, renderDiff, sessionScript, splitSession } from "../transcript.js";
+import { compare, describeMismatch, parseDocument, sessionScript, splitSession } from "../transcript.js";
 
 /** Every document with shell sessions; the generated contract has none. */
 const DOCUMENTS = [
@@ -92,7 +92,7 @@ describe("documents: every console transcript runs and prints what it shows", ()
             return;
           }
           const diff = compare(command.expected, got.lines);
-          if (diff) failures.push(`${where}\n  (exit ${got.exitStatus}; - as the document shows it, + as the program printed it)\n${renderDiff(diff)}`);
+          if (diff) failures.push(describeMismatch(name, command, got.exitStatus, diff));
         });
         assert.equal(failures.length, 0, `${name} differs from what the program does; update the document (or fix the program):\n\n${failures.join("\n\n")}\n`);
       } finally {

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { test } from "node:test";
 import { ROOT } from "../helpers.js";
-import { compare, normalise, parseDocument, renderDiff, sessionScript, splitSession } from "../transcript.js";
+import { compare, describeMismatch, normalise, parseDocument, renderDiff, sessionScript, splitSession } from "../transcript.js";
 
 const DOCUMENTS = [join(ROOT, "README.md"), ...readdirSync(join(ROOT, "docs")).filter((n) => n.endsWith(".md")).map((n) => join(ROOT, "docs", n))];
 
@@ -113,4 +113,15 @@ test("a session runs in one bash: state carries on, each command's output and st
     ],
   );
   commands.forEach((command, k) => assert.equal(compare(command.expected, results[k]!.lines), undefined));
+});
+
+test("a mismatch names the document, the line, the command and shows the diff", () => {
+  const { blocks } = parseDocument("Text\n\n```console\n$ pyro workspace delete \"$id\"\ndeleted 0123456789ab\n```\n");
+  const command = blocks[0]!.commands[0]!;
+  const diff = compare(command.expected, ["removed 0123456789ab"]);
+  assert.ok(diff);
+  assert.equal(
+    describeMismatch("docs/x.md", command, 0, diff),
+    ['docs/x.md:4: $ pyro workspace delete "$id"', "  (exit 0; - as the document shows it, + as the program printed it)", "- deleted 0123456789ab", "+ removed 0123456789ab"].join("\n"),
+  );
 });
