@@ -74,7 +74,7 @@ describe("documents: every console transcript runs and prints what it shows", ()
     }
     const commands = blocks.filter((b) => b.skip === undefined).flatMap((b) => b.commands);
     if (commands.length === 0) continue;
-    test(`${name}: ${commands.length} commands`, async () => {
+    test(`${name}: ${commands.length} command${commands.length === 1 ? "" : "s"}`, async () => {
       assert.deepEqual(problems, [], `${name} misuses the transcript format`);
       await ensureEnvironment();
       const scratch = mkdtempSync("/tmp/pyro-doc-");
