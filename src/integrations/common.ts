@@ -1,6 +1,6 @@
-import { toPyroError } from "../errors.js";
 import type { Pyro } from "../sdk/pyro.js";
-import { snakeKey } from "../util/case.js";
+import { checkArguments, toolErrorDocument } from "../tools/vocabulary.js";
+import type { RenderedError } from "../vocabulary.js";
 import { defaultToolPolicy, findTool, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
 export interface ToolSelection {
@@ -37,44 +37,14 @@ export function selectTools(selection: ToolSelection = {}): ToolSpec[] {
 
 /** What a model reads instead of a result when a call fails; the same on every adapter and in MCP. */
 export interface ToolErrorDocument {
-  error: { code: string; message: string; hint: string | null };
+  error: RenderedError;
 }
 
-/**
- * Checks a model's arguments against the tool's full schema. A failure names
- * each bad argument by its path in the call (snake_case, as the schema shows
- * it) so the model can correct exactly that argument.
- */
-export function checkArguments(tool: ToolSpec, args: unknown): { data: Record<string, unknown> } | ToolErrorDocument {
-  const parsed = tool.input.safeParse(args);
-  if (parsed.success) return { data: parsed.data };
-  const given = args !== null && typeof args === "object" ? (args as Record<string, unknown>) : undefined;
-  const problems = parsed.error.issues.map((issue) => {
-    const path = issue.path.map(String).join(".");
-    if (!path) return `arguments: ${issue.message}`;
-    // A missing required argument reads better as such than as "expected string, received undefined".
-    const missing = issue.code === "invalid_type" && issue.path.length === 1 && given !== undefined && given[path] === undefined;
-    return `${path}: ${missing ? "is required" : issue.message}`;
-  });
-  return {
-    error: {
-      code: "invalid_argument",
-      message: problems.join("; "),
-      hint: `correct the named argument${problems.length > 1 ? "s" : ""}; the ${tool.name} schema says what is accepted`,
-    },
-  };
-}
+export { checkArguments };
 
-/**
- * A failure as the model reads it. The SDK names a bad option in camelCase
- * (`vcpuCount`); a model only knows the tool's snake_case argument
- * (`vcpu_count`), so the named field is renamed in the message and hint.
- */
+/** A failure as the model reads it: in the tools' words (`vcpu_count`, `workspace_list`), as over MCP. */
 export function toolError(error: unknown): ToolErrorDocument {
-  const failure = toPyroError(error);
-  const field = typeof failure.details?.field === "string" ? failure.details.field : undefined;
-  const rename = (text: string) => (field && /[A-Z]/.test(field) ? text.replace(new RegExp(`\\b${field}\\b`, "g"), snakeKey(field)) : text);
-  return { error: { code: failure.code, message: rename(failure.message), hint: failure.hint ? rename(failure.hint) : null } };
+  return toolErrorDocument(error);
 }
 
 /** Runs a tool on arguments that passed checkArguments; pyro's failures become the error document. */

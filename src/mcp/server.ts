@@ -18,7 +18,7 @@ import { ErrorCode, PyroError } from "../errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import type { Pyro } from "../sdk/pyro.js";
 import { defaultToolPolicy, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
-import { invokeTool, toolErrorDocument } from "../tools/vocabulary.js";
+import { checkArguments, toolErrorDocument } from "../tools/vocabulary.js";
 import type { RenderedError } from "../vocabulary.js";
 
 export interface McpServerOptions {
@@ -73,12 +73,18 @@ function errorResult(error: RenderedError): CallToolResult {
 }
 
 async function callTool(tool: ToolSpec, pyro: Pyro, args: unknown, context: ToolContext): Promise<CallToolResult> {
-  const outcome = await invokeTool(tool, (parsed) => tool.run(pyro, parsed, context), args);
-  if (!outcome.ok) return errorResult(outcome.error);
+  const checked = checkArguments(tool, args);
+  if ("error" in checked) return errorResult(checked.error);
+  let result: Record<string, unknown>;
+  try {
+    result = await tool.run(pyro, checked.data, context);
+  } catch (error) {
+    return errorResult(toolErrorDocument(error).error);
+  }
   // What a client will check the result against; a mismatch is pyro's bug, said as such rather than sent on.
-  const checked = tool.output.safeParse(outcome.result);
-  if (!checked.success) return errorResult(toolErrorDocument(new PyroError(ErrorCode.internal, `${tool.name} made a result that does not match its output schema: ${checked.error.message}`)).error);
-  return { content: [{ type: "text", text: JSON.stringify(outcome.result, null, 2) }], structuredContent: outcome.result };
+  const valid = tool.output.safeParse(result);
+  if (!valid.success) return errorResult(toolErrorDocument(new PyroError(ErrorCode.internal, `${tool.name} made a result that does not match its output schema: ${valid.error.message}`)).error);
+  return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
 }
 
 /** An MCP server with the tools of one profile, each a thin adapter over the SDK. */

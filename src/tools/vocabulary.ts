@@ -161,20 +161,13 @@ export function schemaFailure(tool: ToolSpec, issues: readonly Issue[], args: un
 }
 
 /**
- * Validates arguments with the tool's schema and runs it. Never throws:
- * bad arguments and pyro's failures come back as `{error: {code, message,
- * hint}}`, which a model can read and act on.
+ * Checks a model's arguments against the tool's full schema. A failure is
+ * pyro's invalid_argument naming each bad argument by its path in the call
+ * (snake_case, as the schema shows it), with what it takes as the hint, so
+ * the model can correct exactly that argument.
  */
-export async function invokeTool(
-  tool: ToolSpec,
-  run: (args: Record<string, unknown>) => Promise<Record<string, unknown>>,
-  args: unknown,
-): Promise<{ ok: true; result: Record<string, unknown> } | { ok: false; error: RenderedError }> {
+export function checkArguments(tool: ToolSpec, args: unknown): { data: Record<string, unknown> } | { error: RenderedError } {
   const parsed = tool.input.safeParse(args ?? {});
-  if (!parsed.success) return { ok: false, error: renderError(schemaFailure(tool, parsed.error.issues, args ?? {}), MCP_VOCABULARY) };
-  try {
-    return { ok: true, result: await run(parsed.data) };
-  } catch (error) {
-    return { ok: false, ...toolErrorDocument(error) };
-  }
+  if (parsed.success) return { data: parsed.data };
+  return toolErrorDocument(schemaFailure(tool, parsed.error.issues, args ?? {}));
 }
