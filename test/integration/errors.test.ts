@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { inspectKvm } from "../../src/backends/qemu/accel.js";
 import { ErrorCode, PyroError, type ErrorCodeValue } from "../../src/errors.js";
 import { Pyro } from "../../src/index.js";
 import { EXIT_CODES } from "../../src/cli/output.js";
@@ -391,6 +392,16 @@ describe("every error code, on every surface, has a hint in that surface's words
       if (c.mcp) check("mcp", c, await mcpError(c));
     });
   }
+
+  test("boot_failed with KVM that cannot run the guest: the hint says PYRO_ACCEL=tcg", { skip: !existsSync("/dev/kvm") && "this host has no /dev/kvm" }, async (t) => {
+    if ((await inspectKvm(stateDir)).usable) return t.skip("KVM works on this host");
+    // Unconfined, QEMU opens /dev/kvm itself and meets what this host's KVM refuses (on some hosts an MSR assertion).
+    const env = { ...baseEnv, PYRO_ACCEL: "kvm", PYRO_TEMPLATES: "0", PYRO_CONFINEMENT: "off" };
+    const result = await runCli(["run", "debian:12", "--json", "--", "true"], { stateDir, env });
+    const body = JSON.parse(result.stdout) as { error: Rendered };
+    assert.equal(body.error.code, "boot_failed", result.stderr);
+    assert.match(body.error.hint, /PYRO_ACCEL=tcg/, result.stderr);
+  });
 
   test("cancelled: the CLI interrupted by SIGINT prints the error document and exits 130", async () => {
     const { spawn } = await import("node:child_process");

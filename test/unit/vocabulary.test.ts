@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { isKvmFailure } from "../../src/backends/qemu/accel.js";
 import { buildProgram } from "../../src/cli/main.js";
 import { newContext } from "../../src/cli/context.js";
 import { cliVocabulary } from "../../src/cli/vocabulary.js";
@@ -63,4 +64,15 @@ test("every operation a hint can name exists on the CLI, and over MCP as a tool 
     if (SURFACES[method]!.cli) assert.ok(cli && find(SURFACES[method]!.cli), method);
     if (SURFACES[method]!.mcp) assert.ok(TOOL_NAMES.includes(mcp!), method);
   }
+});
+
+test("QEMU's ways of saying KVM cannot run the guest are recognised, so the hint names PYRO_ACCEL", () => {
+  for (const log of [
+    "KVM internal error. Suberror: 1\nemulation failure",
+    "Could not access KVM kernel module: Permission denied\nqemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied",
+    "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\nqemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.",
+  ]) {
+    assert.ok(isKvmFailure(log), log);
+  }
+  assert.ok(!isKvmFailure("qemu-system-x86_64: -drive file=x: Could not open 'x': No such file or directory"));
 });
