@@ -310,6 +310,7 @@ export class VmPool {
     const deadline = Date.now() + DRAIN_WAIT_MS;
     const deleted: PoolEntry[] = [];
     let waiting: PoolEntry[] = [];
+    let announced = false;
     for (;;) {
       if (hooks.signal?.aborted) throw new PyroError(ErrorCode.cancelled, "the drain was cancelled; the pool may still hold VMs", { hint: "drain it again" });
       const entries = (await this.entries()).filter((entry) => covered(entry.record));
@@ -340,7 +341,8 @@ export class VmPool {
           details: { deletedVmIds: deleted.map((entry) => entry.record.vmId), remainingVmIds: waiting.map((entry) => entry.record.vmId) },
         });
       }
-      hooks.onProgress?.({ phase: "cleanup", message: `waiting for a refill to stop (${waiting.length} VM(s) being made)` });
+      if (!announced) hooks.onProgress?.({ phase: "cleanup", message: `waiting for a refill to stop and delete the ${waiting.length} VM(s) it is making` });
+      announced = true;
       await sleep(DRAIN_POLL_MS);
     }
   }

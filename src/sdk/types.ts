@@ -176,8 +176,8 @@ export interface PooledVmInfo {
   /** `pooled`: warm, waiting for a run; `warming`: a refill is making it; `failed`: its QEMU or the refill making it died (the next drain or reap removes it). */
   state: "pooled" | "warming" | "failed";
   /**
-   * Who deletes it if no run takes it: `this_process` (this `Pyro`, made with
-   * `keepWarm`: on `close()`), `process` (another live pyro process: a server
+   * Who deletes it if no run takes it: `this_process` (a `Pyro` of this
+   * process made with `keepWarm`: on its `close()`), `process` (another live pyro process: a server
    * keeping VMs warm, or the refill still making it; when that process exits
    * or dies), `gone` (that process died: the next pyro command removes it),
    * `none` (made by a detached refill or `pyro pool fill`: waits until a run

@@ -176,6 +176,9 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     await pyro.fillPool({ environment: "debian:12" });
     const before = await pooled();
     assert.equal(before.length, 2);
+    // A drain of another environment leaves these alone.
+    assert.deepEqual(await pyro.drainPool({ environment: "debian:12-base" }), { deleted: [], count: 0, freedMib: 0 });
+    assert.deepEqual((await pooled()).sort(), [...before].sort());
     const [run, drained] = await Promise.all([pyro.runInVm({ environment: "debian:12", command: "echo ran" }), pyro.drainPool()]);
     assert.equal(run.exitCode, 0);
     assert.equal(run.stdout, "ran\n");
@@ -235,6 +238,32 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     assert.deepEqual(await poolStates(), {});
     assert.deepEqual(qemuProcessesUnder(stateDir), []);
   });
+  test("a server's warm VMs show as its own, and a drain from another process deletes them", async () => {
+    await settle();
+    const { PYRO_POOL_SIZE: _size, ...serverEnv } = env;
+    const server = new Pyro({ stateDir, env: serverEnv, keepWarm: 1 });
+    try {
+      assert.equal((await server.runInVm({ environment: "debian:12", command: "true" })).exitCode, 0);
+      // The server refills in itself after the run.
+      await until("the server has a warm VM", async () => (await poolStates()).pooled?.length === 1);
+      const own = await server.listPool();
+      assert.deepEqual([own.enabled, own.size, own.count, own.vms[0]!.owner, own.vms[0]!.ownerPid], [true, 1, 1, "this_process", process.pid]);
+      const list = await runCli(["pool", "list", "--json"], { stateDir, env: { PYRO_POOL_SIZE: "" } });
+      const doc = JSON.parse(list.stdout) as { enabled: boolean; vms: { owner: string; owner_pid: number }[] };
+      assert.deepEqual([doc.enabled, doc.vms[0]!.owner, doc.vms[0]!.owner_pid], [false, "process", process.pid]);
+      const human = await runCli(["pool", "list"], { stateDir, env: { PYRO_POOL_SIZE: "" } });
+      assert.match(human.stdout, new RegExp(`pooled +1 +1024 MiB .* pid ${process.pid}\\n`));
+      assert.match(human.stdout, /this process keeps none \(PYRO_POOL_SIZE is not set\)/);
+      const drain = await runCli(["pool", "drain"], { stateDir, env: { PYRO_POOL_SIZE: "" } });
+      assert.equal(drain.code, 0, drain.stderr);
+      assert.match(drain.stdout, /\ndeleted 1 VM\(s\), freeing 1024 MiB of guest memory\n$/);
+      assert.deepEqual(await poolStates(), {});
+    } finally {
+      // The server's own cleanup finds its VM gone and does not mind.
+      await server.close();
+    }
+    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+  });
   test("a refill killed part-way leaves nothing the next pyro command does not remove", async () => {
     await settle();
     const fill = startCli(["pool", "fill", "debian:12"]);
@@ -251,5 +280,6 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     assert.deepEqual(await poolStates(), {});
     assert.deepEqual(qemuProcessesUnder(stateDir), []);
   });
+
 
 });
