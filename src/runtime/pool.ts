@@ -188,6 +188,11 @@ export class VmPool {
           {},
           { kind: "vm", workspace: null, owner: maker, pool: { key, drainSeq: since } },
         );
+        // Checked again now that the record exists: a drain that began before this check either is seen here, or sees this VM and waits for it.
+        if (await drained()) {
+          await this.vms.delete(record.vmId);
+          break;
+        }
         try {
           await this.vms.start(record.vmId, { signal: cancel.signal });
           // Warm the exec path once, so the run that takes this VM does not pay for the emulator's first translation.

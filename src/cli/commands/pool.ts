@@ -19,7 +19,7 @@ function ownerOf(vm: PooledVmInfo): string {
     case "gone":
       return `pid ${vm.ownerPid} (gone)`;
     case "none":
-      return "none (until taken or expired)";
+      return "none (until taken, drained or expired)";
   }
 }
 
