@@ -11,6 +11,8 @@ interface DrainEntry {
 
 interface DrainLog {
   drains: DrainEntry[];
+  /** The highest number no longer kept: a refill older than it counts as drained. */
+  forgotten: number;
 }
 
 /** Drains remembered; a refill older than all of them counts as drained (it would have to outlive this many). */
@@ -32,32 +34,37 @@ export class PoolDrains {
     this.lockPath = join(stateDir, "locks", "pool-drains");
   }
 
-  private async read(): Promise<DrainEntry[]> {
-    const log = await readJsonIfExists<DrainLog>(this.path).catch(() => undefined);
-    return Array.isArray(log?.drains) ? log.drains : [];
+  /** The log; an unreadable one (it is written atomically, so hardly ever) reads as empty. */
+  private async read(): Promise<DrainLog> {
+    const log = await readJsonIfExists<Partial<DrainLog>>(this.path).catch(() => undefined);
+    return { drains: Array.isArray(log?.drains) ? log.drains : [], forgotten: typeof log?.forgotten === "number" ? log.forgotten : 0 };
   }
 
   /** The number of the latest drain (0 before the first). */
   async current(): Promise<number> {
-    return (await this.read()).at(-1)?.seq ?? 0;
+    const log = await this.read();
+    return log.drains.at(-1)?.seq ?? log.forgotten;
   }
 
   /** Records a new drain and returns its number: VMs stamped with a lower one are its to delete. */
   async begin(environment: string | null): Promise<number> {
     return withLock(this.lockPath, async () => {
-      const drains = await this.read();
-      const seq = (drains.at(-1)?.seq ?? 0) + 1;
-      await writeJsonAtomic(this.path, { drains: [...drains, { seq, environment, at: new Date().toISOString() }].slice(-KEPT) } satisfies DrainLog);
+      const log = await this.read();
+      // Never below the clock in milliseconds: a log lost and begun again still numbers above every refill that read the old one.
+      const seq = Math.max((log.drains.at(-1)?.seq ?? log.forgotten) + 1, Date.now());
+      const drains = [...log.drains, { seq, environment, at: new Date().toISOString() }];
+      const dropped = drains.slice(0, Math.max(0, drains.length - KEPT));
+      const forgotten = Math.max(log.forgotten, ...dropped.map((drain) => drain.seq));
+      await writeJsonAtomic(this.path, { drains: drains.slice(-KEPT), forgotten } satisfies DrainLog);
       return seq;
     });
   }
 
   /** Whether a drain covering `environment` began after drain number `since`. */
   async drainedSince(since: number, environment: string): Promise<boolean> {
-    const drains = await this.read();
-    const oldest = drains[0]?.seq;
-    // Numbers run without gaps: when the one after `since` is no longer kept, drains happened that can no longer be told apart.
-    if (oldest !== undefined && oldest > since + 1) return true;
-    return drains.some((drain) => drain.seq > since && (drain.environment === null || drain.environment === environment));
+    const log = await this.read();
+    // Drains after `since` that are no longer kept may have covered it.
+    if (log.forgotten > since) return true;
+    return log.drains.some((drain) => drain.seq > since && (drain.environment === null || drain.environment === environment));
   }
 }
