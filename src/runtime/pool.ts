@@ -2,14 +2,17 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { chooseAccel } from "../backends/qemu/accel.js";
 import { operatorDestinations } from "../network/policy.js";
 import { packageRoot } from "../config.js";
 import { MIN_POOL_TTL_SECONDS, SETTINGS } from "../settings.js";
-import type { ResolvedVmOptions } from "./types.js";
+import type { ResolvedVmOptions, StartHooks } from "./types.js";
+import { ErrorCode, PyroError } from "../errors.js";
 import { debug } from "../util/log.js";
 import { tryLock } from "../util/lock.js";
-import { sameProcess, selfProcess } from "../util/proc.js";
+import { isSameProcessAlive, sameProcess, selfProcess } from "../util/proc.js";
+import { PoolDrains } from "./pool-drains.js";
 import type { ProcessRef, VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
 
@@ -19,6 +22,11 @@ import type { VmManager } from "./vms.js";
  * takes one, gets fresh entropy and clock on its session, uses it, deletes
  * it, and starts a detached process that makes a replacement. Off unless
  * PYRO_POOL_SIZE is set; the guest memory of all pooled VMs is capped.
+ *
+ * A VM belongs to the pool from its creation by a refill (its record has
+ * `pool`) until a run takes it: while it is being made it is `warming` and
+ * owned by the refilling process (so it is reaped should that process die);
+ * once warm its state is `pooled`.
  */
 export interface PoolSettings {
   /** Pooled VMs per shape (PYRO_POOL_SIZE, default 0: no pool). */
@@ -42,12 +50,29 @@ export function poolSettings(env: NodeJS.ProcessEnv, defaultSize: number = SETTI
   };
 }
 
+/** A VM of the pool as a listing sees it. */
+export interface PoolEntry {
+  record: VmRecord;
+  /** `pooled`: warm, waiting for a run; `warming`: a refill is making it; `failed`: its QEMU or its maker died. */
+  state: "pooled" | "warming" | "failed";
+  /** Whether the process named as its owner is alive (false when it names none). */
+  ownerAlive: boolean;
+  /** Host memory its QEMU has resident now, in MiB; null when it has none running or it cannot be read. */
+  residentMib: number | null;
+}
+
+/** How long a drain waits for refills that began before it to stop and delete what they were making. */
+const DRAIN_WAIT_MS = 90_000;
+/** How often a refill checks for a drain while it makes a VM. */
+const DRAIN_POLL_MS = 200;
+
 export class VmPool {
   readonly settings: PoolSettings;
   /** Refills run in this process (a server) rather than in a detached one (a CLI run that exits). */
   private readonly inProcess: boolean;
   private filling: Promise<void> = Promise.resolve();
   private readonly stopping = new AbortController();
+  private readonly drains: PoolDrains;
 
   /**
    * `keepWarm`: this process is long-lived and keeps `keepWarm` VMs per
@@ -60,6 +85,7 @@ export class VmPool {
   ) {
     this.settings = poolSettings(vms.env, keepWarm ?? 0);
     this.inProcess = keepWarm !== undefined;
+    this.drains = new PoolDrains(vms.paths.stateDir);
   }
 
   get enabled(): boolean {
@@ -123,7 +149,11 @@ export class VmPool {
     return undefined;
   }
 
-  /** Makes pooled VMs of this shape until the pool is full or the memory cap is reached. Returns how many it made. */
+  /**
+   * Makes pooled VMs of this shape until the pool is full or the memory cap
+   * is reached. Returns how many it made. A drain that begins meanwhile
+   * stops it: the VM it is making is deleted, not pooled.
+   */
   async fill(options: ResolvedVmOptions, owner?: ProcessRef): Promise<number> {
     if (!this.enabled) return 0;
     const key = await this.keyFor(options);
@@ -131,22 +161,54 @@ export class VmPool {
     // One filler per shape at a time; another one already on it is enough.
     const release = await tryLock(join(this.vms.paths.stateDir, "locks", `pool-${key}`), 60_000);
     if (!release) return 0;
+    const since = await this.drains.current();
+    const drained = () => this.drains.drainedSince(since, options.environment);
+    // Owned by this process while being made: should it die half-way, the next pyro process deletes the VM.
+    const maker = await selfProcess();
+    const cancel = new AbortController();
+    const stop = () => cancel.abort();
+    this.stopping.signal.addEventListener("abort", stop);
+    const watch = setInterval(() => {
+      drained()
+        .then((yes) => yes && cancel.abort())
+        .catch(() => undefined);
+    }, DRAIN_POLL_MS);
     let made = 0;
     try {
       for (;;) {
-        const pooled = await this.pooled();
+        if (cancel.signal.aborted || (await drained())) break;
+        const entries = await this.entries();
         // Pooled VMs of an older template will never be taken.
-        for (const stale of pooled.filter((r) => r.environment === options.environment && r.pool && r.pool.key !== key)) await this.vms.delete(stale.vmId);
-        const mine = pooled.filter((r) => r.pool?.key === key);
-        const usedMib = pooled.reduce((sum, r) => sum + r.memMib, 0);
+        for (const stale of entries.filter((e) => e.state === "pooled" && e.record.environment === options.environment && e.record.pool?.key !== key)) await this.vms.delete(stale.record.vmId);
+        const live = entries.filter((e) => e.state !== "failed");
+        const mine = live.filter((e) => e.record.pool?.key === key);
+        const usedMib = live.reduce((sum, e) => sum + e.record.memMib, 0);
         if (mine.length >= this.settings.size || usedMib + options.memMib > (await this.memoryCapMib())) break;
-        if (this.stopping.signal.aborted) break;
-        const record = await this.vms.create({ ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false }, {}, { kind: "vm", workspace: null, owner: owner ?? null });
+        const record = await this.vms.create(
+          { ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false },
+          {},
+          { kind: "vm", workspace: null, owner: maker, pool: { key, drainSeq: since } },
+        );
+        // Checked again now that the record exists: a drain that began before this check either is seen here, or sees this VM and waits for it.
+        if (await drained()) {
+          await this.vms.delete(record.vmId);
+          break;
+        }
         try {
-          await this.vms.start(record.vmId, { signal: this.stopping.signal });
+          await this.vms.start(record.vmId, { signal: cancel.signal });
           // Warm the exec path once, so the run that takes this VM does not pay for the emulator's first translation.
-          await this.vms.exec(record.vmId, { command: "true", timeoutSeconds: 30 });
-          await this.vms.store.update(record.vmId, (current) => ({ ...current, state: "pooled", pool: { key } }));
+          await this.vms.exec(record.vmId, { command: "true", timeoutSeconds: 30 }, { signal: cancel.signal });
+          let pooled = false;
+          await this.vms.store.update(record.vmId, async (current) => {
+            // Decided under the VM's lock: a drain either began before this and is seen here, or finds the VM pooled and deletes it.
+            if (await drained()) return current;
+            pooled = true;
+            return { ...current, state: "pooled", owner: owner ?? null };
+          });
+          if (!pooled) {
+            await this.vms.delete(record.vmId);
+            break;
+          }
           made += 1;
         } catch (error) {
           debug("pool", `could not make a pooled VM: ${String(error)}`);
@@ -155,9 +217,27 @@ export class VmPool {
         }
       }
     } finally {
+      clearInterval(watch);
+      this.stopping.signal.removeEventListener("abort", stop);
       await release();
     }
     return made;
+  }
+
+  /** Every VM of the pool, warm or being made, oldest first. */
+  async entries(): Promise<PoolEntry[]> {
+    const entries: PoolEntry[] = [];
+    for (const record of await this.vms.list()) {
+      if (!record.pool) continue;
+      const ownerAlive = record.owner ? await isSameProcessAlive(record.owner.pid, record.owner.startTime) : false;
+      entries.push({ record, state: poolState(record), ownerAlive, residentMib: await residentMib(record) });
+    }
+    return entries;
+  }
+
+  /** The cap on the pool's guest memory in force now, in MiB. */
+  async capMib(): Promise<number> {
+    return this.memoryCapMib();
   }
 
   /**
@@ -213,11 +293,80 @@ export class VmPool {
   }
 
   /** Stops refilling and deletes the pooled VMs this process made (a server shutting down). */
-  async drain(): Promise<void> {
+  async close(): Promise<void> {
     if (!this.inProcess) return;
     this.stopping.abort();
     await this.filling;
     const me = await selfProcess();
     for (const record of await this.pooled()) if (sameProcess(record.owner, me)) await this.vms.delete(record.vmId).catch(() => undefined);
   }
+
+  /**
+   * Deletes every VM that was in the pool, or being made for it, when the
+   * drain began (of one environment, when given), whoever made it. A VM a
+   * run takes meanwhile is the run's: the take and the delete are decided
+   * under the VM's lock. Refills that began before the drain stop and delete
+   * the VM they were making; the drain waits for them. Refills that begin
+   * later (after a run that ends meanwhile) are not its business. Returns
+   * the VMs deleted, as they were just before.
+   */
+  async drain(filter: { environment?: string } = {}, hooks: StartHooks = {}): Promise<PoolEntry[]> {
+    const seq = await this.drains.begin(filter.environment ?? null);
+    const covered = (record: VmRecord) => !!record.pool && (record.pool.drainSeq ?? 0) < seq && (!filter.environment || record.environment === filter.environment);
+    const deadline = Date.now() + DRAIN_WAIT_MS;
+    const deleted: PoolEntry[] = [];
+    let waiting: PoolEntry[] = [];
+    let announced = false;
+    for (;;) {
+      if (hooks.signal?.aborted) throw new PyroError(ErrorCode.cancelled, "the drain was cancelled; the pool may still hold VMs", { hint: "drain it again" });
+      const entries = (await this.entries()).filter((entry) => covered(entry.record));
+      // A VM being made that is gone now was deleted by its refill, which saw this drain.
+      for (const entry of waiting) {
+        if (!entries.some((e) => e.record.vmId === entry.record.vmId) && !(await this.vms.store.read(entry.record.vmId).catch(() => undefined))) deleted.push(entry);
+      }
+      waiting = [];
+      for (const entry of entries) {
+        if (makerAtWork(entry)) {
+          waiting.push(entry);
+          continue;
+        }
+        // Decided again under the VM's lock: a run may have taken it, or its maker may be back at it.
+        const gone = await this.vms.delete(entry.record.vmId, undefined, {
+          onlyIf: async (current) => covered(current) && !makerAtWork({ state: poolState(current), ownerAlive: !!current.owner && (await isSameProcessAlive(current.owner.pid, current.owner.startTime)) }),
+        });
+        if (gone) {
+          deleted.push(entry);
+          hooks.onProgress?.({ phase: "cleanup", message: `deleted ${entry.state} VM ${entry.record.vmId} (${entry.record.environment}, ${entry.record.memMib} MiB)` });
+        }
+      }
+      if (!waiting.length) return deleted;
+      if (Date.now() > deadline) {
+        const pids = [...new Set(waiting.map((entry) => entry.record.owner?.pid))].join(", ");
+        throw new PyroError(ErrorCode.stateError, `a refill of the pool (pid ${pids}) did not stop within ${DRAIN_WAIT_MS / 1000} s; ${waiting.length} VM(s) it was making remain`, {
+          hint: "drain the pool again, or end that process (its VMs are then removed by the next pyro command)",
+          details: { deletedVmIds: deleted.map((entry) => entry.record.vmId), remainingVmIds: waiting.map((entry) => entry.record.vmId) },
+        });
+      }
+      if (!announced) hooks.onProgress?.({ phase: "cleanup", message: `waiting for a refill to stop and delete the ${waiting.length} VM(s) it is making` });
+      announced = true;
+      await sleep(DRAIN_POLL_MS);
+    }
+  }
+}
+
+function poolState(record: VmRecord): PoolEntry["state"] {
+  return record.state === "pooled" ? "pooled" : record.state === "failed" ? "failed" : "warming";
+}
+
+/** A VM that a live refill is still making: the refill deletes it once it sees the drain. */
+function makerAtWork(entry: Pick<PoolEntry, "state" | "ownerAlive">): boolean {
+  return entry.state === "warming" && entry.ownerAlive;
+}
+
+/** Host memory the VM's QEMU has resident (VmRSS), in MiB. */
+async function residentMib(record: VmRecord): Promise<number | null> {
+  if (!record.qemu || !(await isSameProcessAlive(record.qemu.pid, record.qemu.startTime))) return null;
+  const status = await readFile(`/proc/${record.qemu.pid}/status`, "utf8").catch(() => "");
+  const kib = /^VmRSS:\s+(\d+) kB/m.exec(status)?.[1];
+  return kib === undefined ? null : Math.round(Number(kib) / 1024);
 }

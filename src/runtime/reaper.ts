@@ -17,9 +17,9 @@ export class Reaper {
   constructor(private readonly vms: VmManager) {}
 
   /**
-   * Deletes every VM whose time to live has passed, and every one-shot VM
-   * whose owner process is gone (a run killed before it could clean up);
-   * returns their ids.
+   * Deletes every VM whose time to live has passed, every one-shot VM
+   * whose owner process is gone (a run killed before it could clean up), and
+   * every VM of the pool that failed; returns their ids.
    */
   async reap(now = Date.now()): Promise<string[]> {
     const reaped: string[] = [];
@@ -27,13 +27,18 @@ export class Reaper {
       const record = await this.vms.store.read(id).catch(() => undefined);
       if (!record) continue;
       // A start whose process died, or a QEMU that exited: recorded as failed, what was left stopped.
-      await this.vms.refresh(record).catch((error: unknown) => debug("reaper", `could not refresh ${id}: ${String(error)}`));
+      const refreshed = await this.vms.refresh(record).catch((error: unknown) => {
+        debug("reaper", `could not refresh ${id}: ${String(error)}`);
+        return record;
+      });
       const expired = (r: VmRecord) => new Date(r.expiresAt).getTime() <= now;
       const orphaned = async (r: VmRecord) => !!r.owner && !(await isSameProcessAlive(r.owner.pid, r.owner.startTime));
-      const reason = expired(record) ? "expired" : (await orphaned(record)) ? "reaped" : undefined;
+      // A pool VM that failed (its QEMU died, or its refill with it) will never be taken.
+      const brokenInPool = (r: VmRecord) => !!r.pool && r.state === "failed";
+      const reason = expired(refreshed) ? "expired" : (await orphaned(refreshed)) || brokenInPool(refreshed) ? "reaped" : undefined;
       if (!reason) continue;
       try {
-        if (await this.vms.delete(id, undefined, { reason, onlyIf: async (current) => expired(current) || (await orphaned(current)) })) reaped.push(id);
+        if (await this.vms.delete(id, undefined, { reason, onlyIf: async (current) => expired(current) || (await orphaned(current)) || brokenInPool(current) })) reaped.push(id);
       } catch (error) {
         debug("reaper", `could not reap ${id}: ${String(error)}`);
       }

@@ -70,8 +70,12 @@ export interface VmRecord {
   failure: string | null;
   /** How the VM last started: booted cold, restored from a template snapshot (or forked from a running VM), or resumed with its saved memory. */
   bootMode: "cold" | "restore" | "resume" | null;
-  /** Set while the VM waits in the pool: the template key it was made for. */
-  pool?: { key: string } | null;
+  /**
+   * Set while the VM belongs to the pool (being made, or waiting to be
+   * taken): the template key it was made for, and the number of the latest
+   * drain when its refill began (drains with a higher number delete it).
+   */
+  pool?: { key: string; drainSeq?: number } | null;
   /**
    * The process a one-shot VM (a run, a pool claim) belongs to. When it is
    * gone, nobody will delete the VM, so the next pyro process does.

@@ -97,7 +97,7 @@ export class VmManager {
   async create(
     options: ResolvedVmOptions,
     hooks: StartHooks = {},
-    kind: { kind: VmKind; workspace: WorkspaceFields | null; owner?: ProcessRef | null } = { kind: "vm", workspace: null },
+    kind: { kind: VmKind; workspace: WorkspaceFields | null; owner?: ProcessRef | null; pool?: VmRecord["pool"] } = { kind: "vm", workspace: null },
   ): Promise<VmRecord> {
     const support = await this.guestSupport(options.environment);
     let executionMode: ExecutionMode = "guest";
@@ -583,12 +583,17 @@ export class VmManager {
   /**
    * Kills the VM and removes every file of it. Deleting a missing VM reports
    * false; a VM of another kind than `kind` (when given) is not found.
+   * With `onlyIf`, the VM is deleted only when that holds for its record
+   * under its lock, and one deleted by another process meanwhile reports
+   * false (it was not this call's doing).
    */
   async delete(vmId: string, kind?: VmKind, options: { reason?: GoneReason; onlyIf?: (current: VmRecord) => boolean | Promise<boolean> } = {}): Promise<boolean> {
     const record = await this.store.read(vmId).catch(() => undefined);
     if (record && kind && record.kind !== kind) throw notFound(vmId, kind);
     await this.dropBootSession(vmId);
     if (!record) {
+      // Gone already, or being deleted by another process: nothing left to decide on.
+      if (options.onlyIf) return false;
       // A directory without a readable record is still ours to clean.
       const existed = await pathExists(this.store.dir(vmId));
       if (existed) await this.store.remove(vmId);
@@ -596,7 +601,13 @@ export class VmManager {
     }
     let deleted = true;
     await this.store.locked(vmId, async () => {
-      const current = (await this.store.read(vmId).catch(() => undefined)) ?? record;
+      const now = await this.store.read(vmId).catch(() => undefined);
+      // Deleted by another process since we looked: a conditional delete is not ours to count.
+      if (!now && options.onlyIf) {
+        deleted = false;
+        return;
+      }
+      const current = now ?? record;
       // Decided again under the lock: activity since the caller looked may have kept it alive.
       if (options.onlyIf && !(await options.onlyIf(current))) {
         deleted = false;

@@ -7,8 +7,8 @@ import type { EnvironmentManifest } from "../environments/store.js";
 import { InvalidArgumentError, toPyroError } from "../errors.js";
 import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
 import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
-import { networkPolicyOf, type VmRecord } from "../runtime/store.js";
-import { VmPool } from "../runtime/pool.js";
+import { networkPolicyOf, type ProcessRef, type VmRecord } from "../runtime/store.js";
+import { VmPool, type PoolEntry } from "../runtime/pool.js";
 import { Reaper } from "../runtime/reaper.js";
 import { VmManager } from "../runtime/vms.js";
 import { livePublished } from "../runtime/helpers.js";
@@ -18,7 +18,7 @@ import { Redactor, resolveSecrets } from "../runtime/secrets.js";
 import { requireShellId, requireShellSignal } from "../runtime/shells.js";
 import { requireServiceName } from "../runtime/services.js";
 import { debug } from "../util/log.js";
-import { selfProcess } from "../util/proc.js";
+import { sameProcess, selfProcess } from "../util/proc.js";
 import { runDoctor, type DoctorReport } from "./doctor.js";
 import { Vm, Workspace } from "./handles.js";
 import type {
@@ -28,7 +28,11 @@ import type {
   ExecOptions,
   ExecResult,
   NetworkInfo,
+  PoolDrainOptions,
+  PoolDrainResult,
   PoolFillResult,
+  PoolInfo,
+  PooledVmInfo,
   PruneResult,
   ReapResult,
   RunOptions,
@@ -195,7 +199,7 @@ export class Pyro implements AsyncDisposable {
 
   async listVms(): Promise<VmInfo[]> {
     await this.#reapOpportunistically();
-    return (await this.vms.list()).filter((record) => record.kind === "vm" && record.state !== "pooled").map(toVmInfo);
+    return (await this.vms.list()).filter((record) => record.kind === "vm" && !record.pool).map(toVmInfo);
   }
 
   /** Powers the guest off; its disk is kept and `startVm` boots it again. */
@@ -665,12 +669,49 @@ export class Pyro implements AsyncDisposable {
   }
 
   /**
+   * The pool of warm VMs of this state directory, whoever made them (this
+   * process, a server keeping VMs warm, a detached refill): each VM's shape,
+   * memory, age, owner and expiry, and the totals. Each holds its guest
+   * memory until a run takes it, a drain deletes it, or it expires.
+   */
+  async listPool(): Promise<PoolInfo> {
+    await this.#reapOpportunistically();
+    const me = await selfProcess();
+    const vms = (await this.pool.entries()).map((entry) => toPooledVmInfo(entry, me));
+    const { size, maxMib, ttlSeconds } = this.pool.settings;
+    return {
+      enabled: this.pool.enabled,
+      size,
+      maxMib,
+      capMib: await this.pool.capMib(),
+      ttlSeconds,
+      vms,
+      count: vms.length,
+      memMib: vms.reduce((sum, vm) => sum + vm.memMib, 0),
+    };
+  }
+
+  /**
+   * Deletes the pool's VMs (of one environment, when given) to free their
+   * memory, whoever made them. A run taking a VM at the same moment keeps
+   * it; refills that began before the drain stop, and the drain waits until
+   * they have deleted what they were making. A server keeping VMs warm makes
+   * new ones after its next run.
+   */
+  async drainPool(options: PoolDrainOptions = {}): Promise<PoolDrainResult> {
+    const environment = options.environment === undefined ? undefined : requireEnvironment(requireString("environment", options.environment)).name;
+    const me = await selfProcess();
+    const deleted = (await this.pool.drain({ environment }, options)).map((entry) => toPooledVmInfo(entry, me));
+    return { deleted, count: deleted.length, freedMib: deleted.reduce((sum, vm) => sum + vm.memMib, 0) };
+  }
+
+  /**
    * Lets go of what this instance holds open: connections kept to guests
    * after a boot. VMs and workspaces are not touched (they outlive the
    * process until deleted or expired). Calls after `close()` still work.
    */
   async close(): Promise<void> {
-    await this.pool.drain();
+    await this.pool.close();
     await this.vms.close();
   }
 
@@ -736,6 +777,27 @@ export function toVmInfo(record: VmRecord): VmInfo {
     lastActivityAt: record.lastActivityAt,
     failure: record.failure,
     bootMode: record.bootMode ?? null,
+  };
+}
+
+function toPooledVmInfo(entry: PoolEntry, me: ProcessRef): PooledVmInfo {
+  const { record } = entry;
+  const owner = !record.owner ? "none" : sameProcess(record.owner, me) ? "this_process" : entry.ownerAlive ? "process" : "gone";
+  return {
+    vmId: record.vmId,
+    environment: record.environment,
+    vcpuCount: record.vcpuCount,
+    memMib: record.memMib,
+    residentMib: entry.residentMib,
+    network: record.network,
+    networkPolicy: networkPolicyOf(record),
+    allowHosts: record.allowHosts ?? [],
+    state: entry.state,
+    owner,
+    ownerPid: record.owner?.pid ?? null,
+    createdAt: record.createdAt,
+    ageSeconds: Math.max(0, Math.floor((Date.now() - new Date(record.createdAt).getTime()) / 1000)),
+    expiresAt: record.expiresAt,
   };
 }
 

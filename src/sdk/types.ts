@@ -160,6 +160,75 @@ export interface PoolFillResult {
   pooled: number;
 }
 
+/** One VM of the pool of warm VMs: waiting for a run to take it, or being made by a refill. */
+export interface PooledVmInfo {
+  vmId: string;
+  /** The machine shape a run must ask for to be given this VM: environment, vCPUs, memory, network policy and allowed hosts. */
+  environment: string;
+  vcpuCount: number;
+  /** Guest memory it holds, in MiB; counted against PYRO_POOL_MAX_MIB. */
+  memMib: number;
+  /** Host memory its QEMU has resident now, in MiB (pages the guest has touched); null when it is not running. */
+  residentMib: number | null;
+  network: boolean;
+  networkPolicy: NetworkPolicy;
+  allowHosts: string[];
+  /** `pooled`: warm, waiting for a run; `warming`: a refill is making it; `failed`: its QEMU or the refill making it died (the next drain or reap removes it). */
+  state: "pooled" | "warming" | "failed";
+  /**
+   * Who deletes it if no run takes it: `this_process` (a `Pyro` of this
+   * process made with `keepWarm`: on its `close()`), `process` (another live pyro process: a server
+   * keeping VMs warm, or the refill still making it; when that process exits
+   * or dies), `gone` (that process died: the next pyro command removes it),
+   * `none` (made by a detached refill or `pyro pool fill`: waits until a run
+   * takes it, a drain deletes it, or it expires).
+   */
+  owner: "this_process" | "process" | "gone" | "none";
+  /** The owning process's pid, when `owner` names one. */
+  ownerPid: number | null;
+  /** When it was made. */
+  createdAt: string;
+  /** Seconds since it was made. */
+  ageSeconds: number;
+  /** When it is reaped if no run takes it (PYRO_POOL_TTL_SECONDS after it was made). */
+  expiresAt: string;
+}
+
+export interface PoolInfo {
+  /**
+   * Whether this instance keeps a pool: PYRO_POOL_SIZE set, or `keepWarm`.
+   * The VMs listed are every process's of this state directory, whatever this says.
+   */
+  enabled: boolean;
+  /** Warm VMs this instance keeps per machine shape. */
+  size: number;
+  /** PYRO_POOL_MAX_MIB: the cap on the summed guest memory of the pool, in MiB. */
+  maxMib: number;
+  /** The cap in force now, in MiB: `maxMib`, but never more than half the memory the host has available. */
+  capMib: number;
+  /** PYRO_POOL_TTL_SECONDS: a VM not taken within this many seconds is reaped. */
+  ttlSeconds: number;
+  /** The pool's VMs, oldest first. */
+  vms: PooledVmInfo[];
+  /** How many VMs the pool holds. */
+  count: number;
+  /** Guest memory they hold together, in MiB. */
+  memMib: number;
+}
+
+export interface PoolDrainOptions extends CallOptions {
+  /** Only the VMs of this environment, e.g. `debian:12`. Default: every environment. */
+  environment?: string;
+}
+
+export interface PoolDrainResult {
+  /** The VMs deleted, as they were just before. */
+  deleted: PooledVmInfo[];
+  count: number;
+  /** Guest memory the deleted VMs held, in MiB. */
+  freedMib: number;
+}
+
 export interface PruneResult {
   removed: string[];
   freedBytes: number;

@@ -30,6 +30,8 @@ export const SURFACES: Record<string, Surface> = {
   pruneEnvironments: { cli: "env prune", mcp: null, noMcpBecause: "host administration" },
   doctor: { cli: "doctor", mcp: null, noMcpBecause: "host administration" },
   fillPool: { cli: "pool fill", mcp: null, noMcpBecause: "host administration (the pool refills itself after runs)" },
+  listPool: { cli: "pool list", mcp: null, noMcpBecause: "host administration (a model never sees the pool, only faster runs)" },
+  drainPool: { cli: "pool drain", mcp: null, noMcpBecause: "host administration (freeing the host's memory)" },
   createWorkspace: { cli: "workspace create", mcp: "workspace_create" },
   pushWorkspaceSync: { cli: "workspace sync push", mcp: "workspace_sync_push" },
   execWorkspace: { cli: "workspace exec", mcp: "workspace_exec" },

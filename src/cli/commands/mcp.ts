@@ -22,7 +22,7 @@ export function registerMcp(program: Command, ctx: CliContext, version: string):
     .option("--allow-host <name>", "limit every guest's network to these host names (repeatable; *.example.org for subdomains); tools may narrow it, never widen it", collect, [])
     .option("--allow-host-compat", "when no guest can boot on this host, let tools run commands on the host WITHOUT isolation (default off; models cannot turn it on)")
     .addOption(
-      new Option("--keep-warm <n>", "VMs kept warm per machine shape vm_run has used, refilled after each run and deleted on exit (0 turns it off; PYRO_POOL_SIZE overrides)")
+      new Option("--keep-warm <n>", "VMs kept warm per machine shape vm_run has used, refilled after each run and deleted on exit; each holds its guest memory meanwhile (`pyro pool list` shows them; 0 turns it off; PYRO_POOL_SIZE overrides)")
         .default(1)
         .argParser(intParser("--keep-warm", "keepWarm")),
     )
