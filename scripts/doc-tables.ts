@@ -15,6 +15,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import ts from "typescript";
 import { EXIT_CODES } from "../src/cli/output.js";
+import { Defaults } from "../src/config.js";
 import { ErrorCode } from "../src/errors.js";
 import { SETTINGS, type Setting } from "../src/settings.js";
 
@@ -154,8 +155,18 @@ export function exitCodeTable(link = false): string {
   );
 }
 
+/** The contract's defaults in one sentence, as the README's CLI section states them. */
+export function defaultsLine(): string {
+  const off = (on: boolean) => (on ? "on" : "off");
+  return [
+    `Defaults: ${Defaults.vcpuCount} vCPU, ${Defaults.memMib} MiB, command timeout ${Defaults.timeoutSeconds} s, VM time-to-live ${Defaults.ttlSeconds} s,`,
+    `network ${off(Defaults.network)}, host-compat ${off(Defaults.allowHostCompat)}.`,
+  ].join("\n");
+}
+
 /** The generated regions of the hand-written documents. */
 export const REGIONS: readonly { file: string; name: string; render: () => string }[] = [
+  { file: "README.md", name: "defaults", render: defaultsLine },
   { file: "README.md", name: "exit-codes", render: () => exitCodeTable() },
   { file: "README.md", name: "settings", render: settingsTable },
   { file: "docs/install.md", name: "settings", render: settingsTable },
