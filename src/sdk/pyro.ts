@@ -4,7 +4,7 @@ import type { ExecOutcome } from "../agent/client.js";
 import { resolvePaths, type Paths } from "../config.js";
 import { CATALOG, requireEnvironment } from "../environments/catalog.js";
 import type { EnvironmentManifest } from "../environments/store.js";
-import { InvalidArgumentError, toPyroError } from "../errors.js";
+import { ErrorCode, InvalidArgumentError, PyroError, toPyroError } from "../errors.js";
 import { networkEventsPath, recentNetworkEvents } from "../network/helper.js";
 import { ALSO_BLOCKED, ALWAYS_BLOCKED, GUEST_NET } from "../network/policy.js";
 import { networkPolicyOf, type ProcessRef, type VmRecord } from "../runtime/store.js";
@@ -810,9 +810,13 @@ for (const name of Object.getOwnPropertyNames(Pyro.prototype) ) {
   const descriptor = Object.getOwnPropertyDescriptor(Pyro.prototype, name);
   const method = descriptor?.value as unknown;
   if (name === "constructor" || typeof method !== "function") continue;
+  const isAsync = (method as { constructor: { name: string } }).constructor.name === "AsyncFunction";
   Object.defineProperty(Pyro.prototype, name, {
     ...descriptor,
     value: function (this: Pyro, ...args: unknown[]) {
+      // A call whose signal is already aborted starts nothing (no boot, no build) and is cancelled at once.
+      const signal = args.map((a) => (a !== null && typeof a === "object" ? (a as { signal?: unknown }).signal : undefined)).find((v) => v instanceof AbortSignal);
+      if (isAsync && signal?.aborted) return Promise.reject(new PyroError(ErrorCode.cancelled, `${name} was cancelled before it started: its signal was already aborted`));
       const result = (method as (...a: unknown[]) => unknown).apply(this, args);
       return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(toPyroError(error))) : result;
     },

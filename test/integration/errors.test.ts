@@ -9,7 +9,7 @@ import { inspectKvm } from "../../src/backends/qemu/accel.js";
 import { ErrorCode, PyroError, type ErrorCodeValue } from "../../src/errors.js";
 import { Pyro } from "../../src/index.js";
 import { EXIT_CODES } from "../../src/cli/output.js";
-import { assertNothingLeft, ensureEnvironment, PYRO_BIN, removeDir, runCli, tempStateDir } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, PYRO_BIN, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
 import { foreignWords } from "../vocabulary.js";
 
 /**
@@ -401,6 +401,21 @@ describe("every error code, on every surface, has a hint in that surface's words
     const body = JSON.parse(result.stdout) as { error: Rendered };
     assert.equal(body.error.code, "boot_failed", result.stderr);
     assert.match(body.error.hint, /PYRO_ACCEL=tcg/, result.stderr);
+  });
+
+  test("cancelled: an SDK call whose signal is already aborted starts nothing", async () => {
+    const pyro = new Pyro({ env: baseEnv });
+    const before = vmDirsUnder(stateDir).length;
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      const error = await pyro.runInVm({ environment: "debian:12", command: "true", signal: controller.signal }).catch((e: unknown) => e);
+      assert.ok(error instanceof PyroError && error.code === "cancelled", String(error));
+      assert.match(error.message, /before it started/);
+      assert.equal(vmDirsUnder(stateDir).length, before);
+    } finally {
+      await pyro.close();
+    }
   });
 
   test("cancelled: the CLI interrupted by SIGINT prints the error document and exits 130", async () => {

@@ -332,15 +332,17 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     locked = { session, release: portRelease ?? (() => Promise.resolve()) };
     return { qemu, session: locked };
   } catch (error) {
+    // Whether QEMU ended by itself, before the kill below ends it (and its sandbox reports 137).
+    const exitedFirst = exited;
+    const timedOut = Date.now() >= options.deadline;
     await portRelease?.().catch(() => undefined);
     const qemuLog = await tail(files.qemuLog);
     const consoleTail = serial.text();
     await killAndWait(qemu.pid, qemu.startTime);
-    const timedOut = Date.now() >= options.deadline;
     const base = error instanceof PyroError ? error : undefined;
     const code =
-      base?.code === ErrorCode.cancelled ? ErrorCode.cancelled : timedOut && !exited ? ErrorCode.bootTimeout : ErrorCode.bootFailed;
-    const what = exited ?? (error instanceof Error ? error.message : String(error));
+      base?.code === ErrorCode.cancelled ? ErrorCode.cancelled : timedOut && !exitedFirst ? ErrorCode.bootTimeout : ErrorCode.bootFailed;
+    const what = exitedFirst ?? (error instanceof Error ? error.message : String(error));
     throw new PyroError(code, code === ErrorCode.bootTimeout ? "the guest did not become ready before the boot deadline" : `the guest failed to boot: ${what}`, {
       cause: error,
       hint: isKvmFailure(qemuLog)
