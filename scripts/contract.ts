@@ -647,7 +647,8 @@ export function generateContract(): string {
     "`pyro mcp serve --profile NAME` offers one profile's tools (`src/tools/catalog.ts`); the same tools back the",
     "framework integrations. Arguments and results are snake_case. A tool's result is its output object as",
     "`structuredContent` and as JSON text; pyro's own failures are results with `isError: true` and",
-    '`{"error": {"code", "message", "hint"}}`.',
+    '`{"error": {"code", "message", "hint"}}`, arguments that fail the input schema (and an unknown tool) among',
+    "them, as `invalid_argument` naming the argument.",
     "",
     table(
       ["profile", "tools"],
@@ -663,7 +664,11 @@ export function generateContract(): string {
     "## Errors and exit codes",
     "",
     "Every failure pyro itself reports carries one of these codes (`ErrorCode` in `src/errors.ts`) with a",
-    "one-line message and a hint. The CLI exits with the code's status (`EXIT_CODES` in `src/cli/output.ts`).",
+    "one-line message and a hint that is never empty. Message and hint name options and operations in the words",
+    "of the surface called (`src/vocabulary.ts`): CLI flags and commands (`--ttl-seconds`, `pyro vm list`),",
+    "snake_case tool arguments and tool names over MCP and in the adapters (`ttl_seconds`, `workspace_list`),",
+    "camelCase options and methods in the SDK (`ttlSeconds`, `listVms()`).",
+    "The CLI exits with the code's status (`EXIT_CODES` in `src/cli/output.ts`).",
     "What each one means in practice and how to fix it: [troubleshooting](troubleshooting.md).",
     "",
     table(
