@@ -10,6 +10,7 @@ import { newContext } from "../../src/cli/context.js";
 import { Defaults } from "../../src/config.js";
 import { Pyro } from "../../src/index.js";
 import { TOOLS } from "../../src/tools/catalog.js";
+import { PROFILE_TOOLS, PROFILES } from "../../src/tools/profiles.js";
 import { CLI_ONLY, SURFACES } from "../../src/tools/surfaces.js";
 import { snakeKey } from "../../src/util/case.js";
 import { PYRO_BIN, ROOT } from "../helpers.js";
@@ -132,4 +133,18 @@ test("the client configs are valid and name a command that works", () => {
   assert.ok((JSON.parse(block) as { mcpServers: object }).mcpServers);
   assert.match(markdown, /claude mcp add pyro -- pyro mcp serve/);
   assert.match(markdown, /codex mcp add pyro -- pyro mcp serve/);
+});
+
+test("examples/mcp_client_config.md lists each profile's tools as the server offers them", () => {
+  const markdown = readFileSync(join(ROOT, "examples", "mcp_client_config.md"), "utf8");
+  const rows = new Map([...markdown.matchAll(/^\| `([a-z-]+)`[^|]*\| (.*) \|$/gm)].map((m) => [m[1]!, [...m[2]!.matchAll(/`([a-z_]+)`/g)].map((t) => t[1]!)]));
+  let above: string[] = [];
+  for (const profile of PROFILES) {
+    const listed = rows.get(profile);
+    assert.ok(listed, `no row for profile ${profile}`);
+    // "the above plus ..." rows add to the previous row.
+    const tools = /the above plus/.test(markdown.split("\n").find((l) => l.startsWith(`| \`${profile}\``)) ?? "") ? [...above, ...listed] : listed;
+    assert.deepEqual([...tools].sort(), [...PROFILE_TOOLS[profile]].sort(), `the ${profile} row`);
+    above = tools;
+  }
 });
