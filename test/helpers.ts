@@ -79,6 +79,29 @@ export function qemuProcessesUnder(needle: string): number[] {
   return pids;
 }
 
+/** What runs for a VM: QEMU, the sandboxes around it and its network helper, the helper and passt, the launcher before it execs. */
+const VM_PROGRAMS = /^(qemu-system.*|bwrap|pyro-netd|pyro-launch|passt)$/;
+
+/**
+ * Every process of a VM whose command line mentions `needle` (a state directory, a VM id):
+ * QEMU and all that runs around it. A sandbox (bubblewrap) left without its QEMU counts too,
+ * which counting QEMUs alone would miss.
+ */
+export function vmProcessesUnder(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      const argv0 = cmdline.slice(0, cmdline.indexOf("\0"));
+      if (VM_PROGRAMS.test(argv0.split("/").pop() ?? "") && cmdline.includes(needle)) pids.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
 /** VM directories left under a state directory. */
 export function vmDirsUnder(stateDir: string): string[] {
   try {
@@ -89,12 +112,12 @@ export function vmDirsUnder(stateDir: string): string[] {
 }
 
 /**
- * After each test: nothing of it may remain (no QEMU mentioning the state directory, no VM
- * directory). Whatever did remain is killed and removed before asserting, so one failing test is
+ * After each test: nothing of it may remain (no QEMU, sandbox or network helper mentioning the
+ * state directory, no VM directory). Whatever did remain is killed and removed before asserting, so one failing test is
  * reported once instead of failing every test after it.
  */
 export function assertNothingLeft(stateDir: string, options: { dirs?: boolean } = {}): void {
-  const pids = qemuProcessesUnder(stateDir);
+  const pids = vmProcessesUnder(stateDir);
   const dirs = options.dirs === false ? [] : vmDirsUnder(stateDir);
   for (const pid of pids) {
     try {
@@ -104,7 +127,7 @@ export function assertNothingLeft(stateDir: string, options: { dirs?: boolean } 
     }
   }
   for (const dir of dirs) rmSync(join(stateDir, "vms", dir), { recursive: true, force: true });
-  assert.deepEqual({ qemuPids: pids, vmDirs: dirs }, { qemuPids: [], vmDirs: [] });
+  assert.deepEqual({ vmPids: pids, vmDirs: dirs }, { vmPids: [], vmDirs: [] });
 }
 
 let pulled: Promise<unknown> | undefined;

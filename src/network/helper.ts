@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { ErrorCode, PyroError } from "../errors.js";
 import { debug } from "../util/log.js";
-import { confinedPid, launched } from "../backends/qemu/jail.js";
+import { confinedPid, launched, openPidReport } from "../backends/qemu/jail.js";
 import { CONFINED_ENV, killTree, processStartTime } from "../util/proc.js";
 
 /**
@@ -60,10 +60,15 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
   debug("net", `${file} ${argv.join(" ")}`);
   const events = openSync(options.eventsPath, "a", 0o600);
   const log = openSync(options.logPath, "a", 0o600);
+  let report: number | undefined;
   const child = (() => {
     try {
-      // fd 3: the helper says "ready" there; fd 4: bubblewrap reports the helper's pid.
-      return spawn(file, argv, { cwd: options.cwd, env: CONFINED_ENV, detached: true, stdio: ["ignore", events, log, "pipe", options.sandbox ? "pipe" : "ignore"] });
+      report = options.sandbox ? openPidReport(dirname(options.logPath)) : undefined;
+      // fd 3: the helper says "ready" there; fd 4: bubblewrap reports the helper's pid (a file, see openPidReport).
+      return spawn(file, argv, { cwd: options.cwd, env: CONFINED_ENV, detached: true, stdio: ["ignore", events, log, "pipe", report ?? "ignore"] });
+    } catch (error) {
+      if (report !== undefined) closeSync(report);
+      throw error;
     } finally {
       closeSync(events);
       closeSync(log);
@@ -78,7 +83,12 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
   const ready = child.stdio[3] as Readable;
   let pid = child.pid;
   try {
-    if (options.sandbox && pid !== undefined) pid = await confinedPid(child.stdio[options.sandbox.infoFd] as Readable, options.deadline);
+    if (report !== undefined) {
+      const pidReport = report;
+      report = undefined;
+      if (pid === undefined) closeSync(pidReport);
+      else pid = await confinedPid(pidReport, () => child.exitCode === null && child.signalCode === null, options.deadline);
+    }
     await new Promise<void>((resolvePromise, reject) => {
       let text = "";
       const timer = setTimeout(() => reject(new Error("it did not start in time")), Math.max(0, options.deadline - Date.now()));
@@ -100,6 +110,7 @@ export async function startNetworkHelper(options: HelperOptions): Promise<Helper
       });
     });
   } catch (error) {
+    if (report !== undefined) closeSync(report);
     if (child.pid !== undefined) await killTree(child.pid);
     throw await failure(error instanceof Error ? error.message : String(error));
   } finally {

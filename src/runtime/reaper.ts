@@ -1,10 +1,10 @@
 import { readdir, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { inspectCgroups, removeEmptyCgroups } from "../backends/qemu/cgroup.js";
 import { pathExists } from "../util/fs.js";
 import { debug } from "../util/log.js";
 import { isSameProcessAlive, killAndWait, pidAlive } from "../util/proc.js";
-import { listPyroQemus } from "../backends/qemu/procs.js";
+import { listSandboxProcesses } from "../backends/qemu/procs.js";
 import type { VmRecord } from "./store.js";
 import type { VmManager } from "./vms.js";
 
@@ -61,27 +61,26 @@ export class Reaper {
   }
 
   /**
-   * Kills pyro's QEMU processes that nothing can reach any more: a VM whose
-   * directory (or whole state directory) was removed from under it, or a
-   * template build whose builder died. Any state directory counts, not only
-   * this one: a VM without its record is unreachable by every pyro process.
-   * Without this they would run until the host reboots. Another user's QEMU
-   * cannot be signalled, so it is left alone.
+   * Kills pyro's QEMU processes, and what runs around them (their sandboxes,
+   * network helpers), that nothing can reach any more: a VM whose directory
+   * (or whole state directory) was removed from under it, a template build
+   * whose builder died, and a sandbox stranded before it started anything (a
+   * pyro killed while starting a VM can leave one). Any state directory
+   * counts, not only this one: a VM without its record is unreachable by
+   * every pyro process. Without this they would run until the host reboots.
+   * Another user's processes cannot be signalled, so they are left alone.
    */
   private async killOrphans(): Promise<void> {
-    for (const qemu of await listPyroQemus()) {
-      // Sockets live in the VM's (or template build's) qemu/ directory, beside which the record is.
-      const vm = /\/vms\/[0-9a-f]{12}\/qemu\/qmp\.sock$/.test(qemu.qmpSocket);
-      const build = /\/templates\/\.build-(\d+)-\d+\/qemu\/qmp\.sock$/.exec(qemu.qmpSocket);
-      let orphan = false;
-      // A record we cannot even look at (another user's state) is not ours to judge.
-      if (vm) orphan = (await pathExists(join(dirname(dirname(qemu.qmpSocket)), "vm.json")).catch(() => true)) === false;
-      else if (build) orphan = !pidAlive(Number(build[1]));
+    const records = new Map<string, Promise<boolean>>();
+    // A record we cannot even look at (another user's state) is not ours to judge.
+    const recordGone = (dir: string) => records.get(dir) ?? records.set(dir, pathExists(join(dir, "vm.json")).then((exists) => !exists, () => false)).get(dir)!;
+    for (const process of await listSandboxProcesses()) {
+      const build = /\/templates\/\.build-(\d+)-\d+$/.exec(process.dir);
+      const orphan = process.stranded || (build ? !pidAlive(Number(build[1])) : await recordGone(process.dir));
       if (orphan) {
-        debug("reaper", `killing orphaned QEMU ${qemu.pid} (${qemu.qmpSocket})`);
-        await killAndWait(qemu.pid, qemu.startTime);
+        debug("reaper", `killing orphaned ${process.stranded ? "stranded sandbox" : "VM process"} ${process.pid} (${process.dir})`);
+        await killAndWait(process.pid, process.startTime);
       }
     }
   }
 }
-

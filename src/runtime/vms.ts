@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { AgentSession, ExecHooks, ExecOutcome } from "../agent/client.js";
 import { hostExec } from "../backends/hostCompat/exec.js";
 import { chooseAccel, markKvmUnusable, type Accel } from "../backends/qemu/accel.js";
-import { listPyroQemus } from "../backends/qemu/procs.js";
+import { listSandboxProcesses } from "../backends/qemu/procs.js";
 import { QmpClient } from "../backends/qemu/qmp.js";
 import { saveVmState } from "../backends/qemu/snapshot.js";
 import { bootVm, openSession, prepareJailDir, shutdownVm, vmFiles, type LockedSession } from "../backends/qemu/vm.js";
@@ -455,9 +455,10 @@ export class VmManager {
       if (current.qemu) await killAndWait(current.qemu.pid, current.qemu.startTime);
       await killHelpers(current);
       if (current.state === "starting") {
-        // A starter killed before it recorded its QEMU leaves one nobody knows by pid: find it by its sockets.
-        const dir = `${this.store.dir(current.vmId)}/`;
-        for (const qemu of await listPyroQemus()) if (qemu.qmpSocket.startsWith(dir)) await killAndWait(qemu.pid, qemu.startTime);
+        // A starter killed before it recorded its QEMU leaves processes nobody knows by pid (QEMU, its
+        // network helper, their sandboxes): find them by the VM directory their command lines name.
+        const dir = this.store.dir(current.vmId);
+        for (const process of await listSandboxProcesses()) if (process.dir === dir) await killAndWait(process.pid, process.startTime);
       }
       return { ...current, state: "failed", starter: null, qemu: null, netd: null, published: [], failure };
     });

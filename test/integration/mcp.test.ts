@@ -10,7 +10,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Pyro } from "../../src/index.js";
-import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, removeDir, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, removeDir, tempStateDir, vmDirsUnder } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const scratch = mkdtempSync(join(tmpdir(), "pyro-mcp-"));
@@ -369,7 +369,7 @@ describe("pyro mcp serve with a real MCP client", () => {
     // The server cleans up after the cancellation arrives.
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline && (qemuProcessesUnder(stateDir).length || vmDirsUnder(stateDir).length)) await sleep(100);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
     assert.deepEqual(vmDirsUnder(stateDir), []);
     assert.ok(Date.now() - started < 40_000);
   });
@@ -506,7 +506,7 @@ describe("pyro mcp serve with a real MCP client", () => {
       await own.close().catch(() => undefined);
     }
     assert.equal(await exited, 0);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 
@@ -539,7 +539,7 @@ describe("pyro mcp serve with a real MCP client", () => {
       assert.ok(seconds < 5, `exited after ${seconds} s`);
       await call;
       await own.close().catch(() => undefined);
-      assert.deepEqual(qemuProcessesUnder(stateDir), []);
+      assert.deepEqual(vmProcessesUnder(stateDir), []);
       assert.deepEqual(vmDirsUnder(stateDir), []);
     });
   }
@@ -583,7 +583,7 @@ describe("pyro mcp serve with a real MCP client", () => {
     assert.equal(replies.filter((r) => r.error?.code === -32700).length, 2, stdout);
     assert.ok(replies.some((r) => r.id === 1 && r.result !== undefined), "the server still answered a valid request");
     assert.match(stderr, /protocol error/);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 });
 

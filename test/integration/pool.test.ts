@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
 import { VmManager } from "../../src/runtime/vms.js";
-import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const env = { ...process.env, PYRO_POOL_SIZE: "2" };
@@ -57,7 +57,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
   after(async () => {
     await settle();
     for (const record of await runtime.list()) await runtime.delete(record.vmId);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
     removeDir(stateDir);
   });
 
@@ -192,7 +192,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     await settle();
     await pyro.drainPool();
     assert.deepEqual(await poolStates(), {});
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 
   test("a refill that began before the drain leaves nothing behind", async () => {
@@ -208,7 +208,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     assert.deepEqual(drained.deleted.map((vm) => vm.vmId), [making[0]!.vmId]);
     assert.equal(await fill.exited, 0, fill.stderr());
     assert.deepEqual(await poolStates(), {});
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 
   test("a drain killed part-way leaves only whole pooled VMs, which the next drain deletes", async () => {
@@ -236,7 +236,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
       await next.close();
     }
     assert.deepEqual(await poolStates(), {});
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
   test("a server's warm VMs show as its own, and a drain from another process deletes them", async () => {
     await settle();
@@ -262,7 +262,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
       // The server's own cleanup finds its VM gone and does not mind.
       await server.close();
     }
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
   test("a refill killed part-way leaves nothing the next pyro command does not remove", async () => {
     await settle();
@@ -278,7 +278,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
       await next.close();
     }
     assert.deepEqual(await poolStates(), {});
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 
 

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro, PyroError, type Workspace } from "../../src/index.js";
-import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, removeDir, ROOT, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, removeDir, ROOT, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
 import { makeTar } from "../tar.js";
 
 const stateDir = tempStateDir();
@@ -201,7 +201,7 @@ describe("robustness on real guests", () => {
       assert.equal(qemuProcessesUnder(stateDir).length, 1, "its VM runs on for now");
       const result = await runCli(next, { stateDir });
       assert.equal(result.code, 0, result.stderr);
-      assert.deepEqual(qemuProcessesUnder(stateDir), [], `after pyro ${next.join(" ")}`);
+      assert.deepEqual(vmProcessesUnder(stateDir), [], `after pyro ${next.join(" ")}`);
       assert.deepEqual(vmDirsUnder(stateDir), []);
     }
   });
@@ -214,7 +214,7 @@ describe("robustness on real guests", () => {
     child.kill("SIGKILL");
     await exited(child);
     assert.equal((await runCli(["vm", "reap", "--json"], { stateDir })).code, 0);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 
@@ -271,5 +271,90 @@ describe("robustness on real guests", () => {
     const [vmId, state] = out.trim().split(" ");
     assert.equal(state, "started");
     await pyro.deleteVm(vmId!);
+  });
+});
+
+describe("a pyro killed while it starts a VM's sandbox", () => {
+  const killState = tempStateDir();
+  const env = { ...process.env, PYRO_STATE_DIR: killState, PYRO_PROGRESS: "0" };
+  before(() => ensureEnvironment());
+  afterEach(() => assertNothingLeft(killState));
+  after(() => removeDir(killState));
+
+  const cmdline = (pid: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      return [];
+    }
+  };
+  const childrenOf = (pid: number) => {
+    try {
+      return readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").split(" ").filter(Boolean));
+    } catch {
+      return [];
+    }
+  };
+  /** What of this state directory has not started what it confines yet: the launcher, or bubblewrap with no child but bubblewrap. */
+  const unstarted = () =>
+    vmProcessesUnder(killState).filter((pid) => {
+      const program = cmdline(String(pid))[0] ?? "";
+      return program.endsWith("pyro-launch") || (program.endsWith("bwrap") && !childrenOf(pid).some((child) => !cmdline(child)[0]?.endsWith("bwrap")));
+    });
+
+  // Killed the moment its launcher (or bubblewrap) exists, before bubblewrap reports the pid of what it confines;
+  // and once QEMU runs. With a network, the first sandbox is the network helper's.
+  const points = [
+    { what: "its sandbox is spawned", args: ["run", "debian:12", "--", "true"], launcher: true },
+    { what: "the network helper's sandbox is spawned", args: ["run", "--network", "debian:12", "--", "true"], launcher: true },
+    { what: "its QEMU runs", args: ["run", "debian:12", "--", "true"], launcher: false },
+  ];
+  for (const point of points) {
+    test(`killed when ${point.what}: no sandbox is stranded, and the next pyro command removes the rest`, async () => {
+      const child = spawn(process.execPath, [PYRO_BIN, ...point.args], { env, stdio: "ignore" });
+      const deadline = Date.now() + 120_000;
+      const fired = () =>
+        point.launcher
+          ? childrenOf(child.pid!).some((pid) => {
+              const argv = cmdline(pid);
+              return argv[0]?.endsWith("pyro-launch") || (argv[0]?.endsWith("bwrap") && argv.join(" ").includes(killState));
+            })
+          : qemuProcessesUnder(killState).length > 0;
+      // Looked for without yielding: the moment lasts a few milliseconds (pyro's exit shows as a zombie meanwhile).
+      const running = () => !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${child.pid}/stat`, "utf8"));
+      while (!fired()) assert.ok(running() && Date.now() < deadline, `pyro ${point.args.join(" ")} never reached the point`);
+      child.kill("SIGKILL");
+      await exited(child);
+      // What bubblewrap was starting goes on starting (a stranded one never would), until the next command removes it.
+      await waitFor("every sandbox to start what it confines", () => unstarted().length === 0, 30_000);
+      const next = await runCli(["vm", "list", "--json"], { stateDir: killState });
+      assert.equal(next.code, 0, next.stderr);
+      assert.deepEqual(vmProcessesUnder(killState), []);
+      assert.deepEqual(vmDirsUnder(killState), []);
+    });
+  }
+
+  test("a sandbox stranded by its parent's death is killed by the next pyro command", async () => {
+    // bubblewrap as pyro's VMs use it, held before it lets its child (the sandbox's pid 1) go on; killing it
+    // there leaves that child waiting for ever, as a pid report that could not be written did before.
+    const jailDir = join(killState, "vms", "0123456789ab", "qemu");
+    mkdirSync(jailDir, { recursive: true });
+    const bwrap = spawn(
+      "bwrap",
+      ["--unshare-user", "--unshare-pid", "--as-pid-1", "--ro-bind", "/", "/", "--bind", jailDir, jailDir, "--info-fd", "3", "--userns-block-fd", "4", "--", "true"],
+      { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] },
+    );
+    let info = "";
+    (bwrap.stdio[3] as NodeJS.ReadableStream).setEncoding("utf8").on("data", (chunk: string) => (info += chunk));
+    await waitFor("bubblewrap's pid report", () => /"child-pid": \d+/.test(info), 10_000);
+    const stranded = Number(/"child-pid": (\d+)/.exec(info)![1]);
+    bwrap.kill("SIGKILL");
+    await exited(bwrap);
+    (bwrap.stdio[4] as NodeJS.WritableStream).end();
+    assert.deepEqual(vmProcessesUnder(killState), [stranded], "its child waits on");
+    const next = await runCli(["vm", "list", "--json"], { stateDir: killState });
+    assert.equal(next.code, 0, next.stderr);
+    await waitFor("the stranded sandbox to be reaped by init", () => vmProcessesUnder(killState).length === 0, 10_000);
+    rmSync(join(killState, "vms", "0123456789ab"), { recursive: true, force: true });
   });
 });

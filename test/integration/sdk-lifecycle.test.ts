@@ -7,7 +7,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
 import { processStartTime } from "../../src/util/proc.js";
-import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, rejectsWith } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, vmProcessesUnder, removeDir, runCli, tempStateDir, rejectsWith } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const pyro = new Pyro({ stateDir });
@@ -69,7 +69,7 @@ describe("the SDK on real guests", () => {
     await pyro.startVm(vm.vmId);
     const stopped = await pyro.stopVm(vm.vmId);
     assert.equal(stopped.state, "stopped");
-    assert.deepEqual(qemuProcessesUnder(vm.vmId), []);
+    assert.deepEqual(vmProcessesUnder(vm.vmId), []);
     await rejectsWith(pyro.execVm(vm.vmId, { command: "true" }), "vm_not_running", /stopped/);
     // A refused exec ran nothing, so it cleans nothing up: the VM is as it was.
     assert.equal((await pyro.statusVm(vm.vmId)).state, "stopped");

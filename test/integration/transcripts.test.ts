@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, test } from "node:test";
 import { Pyro } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, removeDir, ROOT } from "../helpers.js";
+import { ensureEnvironment, vmProcessesUnder, removeDir, ROOT } from "../helpers.js";
 import type { Command } from "../transcript.js";
 import { compare, describeMismatch, parseDocument, sessionScript, splitSession } from "../transcript.js";
 
@@ -62,7 +62,7 @@ async function cleanUp(stateDir: string): Promise<void> {
   await using pyro = new Pyro({ stateDir });
   for (const ws of await pyro.listWorkspaces()) await pyro.deleteWorkspace(ws.workspaceId);
   for (const vm of await pyro.listVms()) await pyro.deleteVm(vm.vmId);
-  assert.deepEqual(qemuProcessesUnder(stateDir), [], "QEMU processes left under the transcript's state directory");
+  assert.deepEqual(vmProcessesUnder(stateDir), [], "QEMU processes left under the transcript's state directory");
 }
 
 describe("documents: every console transcript runs and prints what it shows", () => {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro, type Workspace } from "../../src/index.js";
-import { ensureEnvironment, qemuProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir } from "../helpers.js";
+import { ensureEnvironment, qemuProcessesUnder, vmProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const scratch = mkdtempSync(join(tmpdir(), "pyro-state-"));
@@ -162,7 +162,7 @@ describe("workspaces rewind, pause and fork, on real guests", () => {
     );
     for (const child of children) await child.delete();
     await parent.delete();
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 
   test("the CLI: snapshot create and delete, reset, fork", async () => {

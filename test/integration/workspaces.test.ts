@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
-import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, qemuProcessesUnder, vmProcessesUnder, removeDir, runCli, tempStateDir, vmDirsUnder, rejectsWith } from "../helpers.js";
 import { makeTar, type RawEntry } from "../tar.js";
 
 const stateDir = tempStateDir();
@@ -253,7 +253,7 @@ describe("hostile archives and destinations", () => {
 
   after(async () => {
     await pyro.deleteWorkspace(ws);
-    assert.deepEqual(qemuProcessesUnder(stateDir), []);
+    assert.deepEqual(vmProcessesUnder(stateDir), []);
   });
 
   for (const [name, entries, message] of hostile) {

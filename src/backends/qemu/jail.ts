@@ -1,6 +1,8 @@
+import { randomBytes } from "node:crypto";
+import { closeSync, constants, openSync, readSync, unlinkSync } from "node:fs";
 import { lstat, readFile, readlink, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { launcherPath } from "../../config.js";
 import { SETTINGS } from "../../settings.js";
 import { readJsonIfExists, writeJsonAtomic } from "../../util/fs.js";
@@ -198,7 +200,7 @@ export interface JailMounts {
 export interface JailCommand {
   file: string;
   args: string[];
-  /** bubblewrap writes the confined process's pid, as JSON, to this fd of the spawned process. */
+  /** bubblewrap writes the confined process's pid, as JSON, to this fd of the spawned process (see openPidReport). */
   infoFd: number | undefined;
 }
 
@@ -286,38 +288,54 @@ export async function jailCommand(host: JailHost, qemu: { binary: string; args: 
   return { file: host.bwrap, args, infoFd: 4 };
 }
 
-/** The pid bubblewrap reports (as JSON on its info fd) for the process it confined (QEMU, the network helper). */
-export async function confinedPid(info: Readable, deadline: number): Promise<number> {
-  let text = "";
+/**
+ * Where bubblewrap reports the pid of the process it confined: a file of
+ * pyro's own (in a directory only pyro can write), unlinked at once, given to
+ * bubblewrap as its info fd. Not a pipe: bubblewrap writes the report before
+ * it lets its child (the sandbox's pid 1) go on, and a pipe whose reader died
+ * (pyro killed while starting a VM) fails that write, so bubblewrap exits and
+ * its child waits on it forever, a process nothing would ever end. A file
+ * always takes the report; what bubblewrap then starts is found by its
+ * command line, like any QEMU whose starter died.
+ */
+export function openPidReport(dir: string): number {
+  const path = join(dir, `.sandbox-pid-${process.pid}-${randomBytes(6).toString("hex")}`);
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  unlinkSync(path);
+  return fd;
+}
+
+/**
+ * The pid bubblewrap reports (as JSON, see openPidReport) for the process it
+ * confined (QEMU, the network helper). `running` tells whether bubblewrap has
+ * not exited yet. Closes `report`.
+ */
+export async function confinedPid(report: number, running: () => boolean, deadline: number): Promise<number> {
+  const buffer = Buffer.alloc(4096);
+  const pidIn = (): number | undefined => {
+    const bytesRead = readSync(report, buffer, 0, buffer.length, 0);
+    try {
+      const pid = (JSON.parse(buffer.toString("utf8", 0, bytesRead)) as { "child-pid"?: unknown })["child-pid"];
+      return typeof pid === "number" && Number.isInteger(pid) && pid > 1 ? pid : undefined;
+    } catch {
+      return undefined; // not complete yet
+    }
+  };
   try {
-    return await new Promise<number>((resolvePromise, reject) => {
-      const timer = setTimeout(() => reject(new Error("no pid report from bubblewrap in time")), Math.max(0, deadline - Date.now()));
-      const settle = () => {
-        try {
-          const pid = (JSON.parse(text) as { "child-pid"?: unknown })["child-pid"];
-          if (typeof pid === "number" && Number.isInteger(pid) && pid > 1) {
-            clearTimeout(timer);
-            resolvePromise(pid);
-          }
-        } catch {
-          // not complete yet
-        }
-      };
-      info.setEncoding("utf8");
-      info.on("data", (chunk: string) => {
-        text += chunk;
-        if (text.length > 4096) reject(new Error("bubblewrap's pid report is too long"));
-        settle();
-      });
-      info.on("end", () => {
-        settle();
-        clearTimeout(timer);
-        reject(new Error(`bubblewrap exited without reporting a pid${text ? ` (${text.trim()})` : ""}`));
-      });
-      info.on("error", reject);
-    });
+    for (;;) {
+      // Whether it still ran is asked before reading: a report written just before it exited is still read.
+      const alive = running();
+      const pid = pidIn();
+      if (pid !== undefined) return pid;
+      if (!alive) {
+        const text = buffer.toString("utf8").replace(/\0+$/, "").trim();
+        throw new Error(`bubblewrap exited without reporting a pid${text ? ` (${text})` : ""}`);
+      }
+      if (Date.now() >= deadline) throw new Error("no pid report from bubblewrap in time");
+      await sleep(2);
+    }
   } finally {
-    info.destroy();
+    closeSync(report);
   }
 }
 

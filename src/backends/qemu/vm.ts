@@ -4,7 +4,6 @@ import { constants } from "node:fs";
 import { chown, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
 import { AgentSession, isHandshakeTimeout, connectUnix, type HelloOptions } from "../../agent/client.js";
 import { qemuBinary } from "../../config.js";
 import { ErrorCode, PyroError } from "../../errors.js";
@@ -13,7 +12,7 @@ import { debug } from "../../util/log.js";
 import { CONFINED_ENV, killAndWait, killTree, processStartTime } from "../../util/proc.js";
 import { AGENT_PORTS, qemuArgs, type LaunchSpec } from "./argv.js";
 import { isKvmFailure, type Accel } from "./accel.js";
-import { confinedPid, jailCommand, launched, type JailHost } from "./jail.js";
+import { confinedPid, jailCommand, launched, openPidReport, type JailHost } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
 /** QEMU's control, console and agent sockets. */
@@ -235,18 +234,23 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   debug("qemu", `${command.file} ${command.args.join(" ")}`);
   let exited: string | undefined;
   let onExit: (() => void) | undefined;
+  let report: number | undefined;
   const child = (() => {
     const logFd = openSync(files.qemuLog, "a", 0o600);
-    // fd 3: the saved state QEMU restores from; fd 4: where bubblewrap reports the confined QEMU's pid.
+    // fd 3: the saved state QEMU restores from; fd 4: where bubblewrap reports the confined QEMU's pid (a file, see openPidReport).
     const stateFd = options.incomingPath === undefined ? undefined : openSync(options.incomingPath, "r");
     try {
+      report = command.infoFd === undefined ? undefined : openPidReport(files.dir);
       return spawn(command.file, command.args, {
         cwd: files.jailDir,
         // Nothing of pyro's environment (tokens, credentials) for a process a guest may take over.
         env: CONFINED_ENV,
         detached: true,
-        stdio: ["ignore", logFd, logFd, stateFd ?? "ignore", command.infoFd === undefined ? "ignore" : "pipe"],
+        stdio: ["ignore", logFd, logFd, stateFd ?? "ignore", report ?? "ignore"],
       });
+    } catch (error) {
+      if (report !== undefined) closeSync(report);
+      throw error;
     } finally {
       closeSync(logFd);
       if (stateFd !== undefined) closeSync(stateFd);
@@ -257,6 +261,7 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     child.once("error", (error) => resolvePromise(error));
   });
   if (spawnError || child.pid === undefined) {
+    if (report !== undefined) closeSync(report);
     throw new PyroError(ErrorCode.guestUnavailable, `could not start QEMU (${command.file}): ${spawnError?.message ?? "no pid"}`, {
       hint: "install QEMU (apt-get install qemu-system-x86 qemu-utils) or set PYRO_QEMU_BINARY",
     });
@@ -266,11 +271,10 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
     onExit?.();
   });
   child.unref();
-  const info = command.infoFd === undefined ? undefined : (child.stdio[command.infoFd] as Readable | null);
   let qemuPid = child.pid;
-  if (info) {
+  if (report !== undefined) {
     try {
-      qemuPid = await confinedPid(info, Math.min(options.deadline, Date.now() + 15_000));
+      qemuPid = await confinedPid(report, () => exited === undefined, Math.min(options.deadline, Date.now() + 15_000));
     } catch (error) {
       // bubblewrap may have started QEMU without telling us: take everything below it.
       await killTree(child.pid);
