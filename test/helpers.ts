@@ -62,21 +62,25 @@ export function runCli(args: string[], options: { stateDir: string; env?: NodeJS
   });
 }
 
-/** QEMU processes whose command line mentions `needle` (a state directory). */
-export function qemuProcessesUnder(needle: string): number[] {
+/** Processes whose program name (argv[0]'s last part) matches `program` and whose command line mentions `needle`. */
+function processesUnder(needle: string, program: RegExp): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      // QEMU itself, not the sandbox (bubblewrap) that started it and carries its argv.
       const argv0 = cmdline.slice(0, cmdline.indexOf("\0"));
-      if (argv0.split("/").pop()?.startsWith("qemu-system") && cmdline.includes(needle)) pids.push(Number(entry));
+      if (program.test(argv0.split("/").pop() ?? "") && cmdline.includes(needle)) pids.push(Number(entry));
     } catch {
       // gone
     }
   }
   return pids;
+}
+
+/** QEMU processes whose command line mentions `needle` (a state directory): QEMU itself, not the sandbox (bubblewrap) that started it and carries its argv. */
+export function qemuProcessesUnder(needle: string): number[] {
+  return processesUnder(needle, /^qemu-system/);
 }
 
 /** What runs for a VM: QEMU, the sandboxes around it and its network helper, the helper and passt, the launcher before it execs. */
@@ -88,18 +92,7 @@ const VM_PROGRAMS = /^(qemu-system.*|bwrap|pyro-netd|pyro-launch|passt)$/;
  * which counting QEMUs alone would miss.
  */
 export function vmProcessesUnder(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      const argv0 = cmdline.slice(0, cmdline.indexOf("\0"));
-      if (VM_PROGRAMS.test(argv0.split("/").pop() ?? "") && cmdline.includes(needle)) pids.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
+  return processesUnder(needle, VM_PROGRAMS);
 }
 
 /** VM directories left under a state directory. */
