@@ -112,7 +112,8 @@ export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight 
   server.server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const tool = tools.get(request.params.name);
     if (!tool) {
-      const unknown = new PyroError(ErrorCode.invalidArgument, `no tool named ${JSON.stringify(request.params.name)} in profile ${options.profile}`, {
+      const named = JSON.stringify(request.params.name.length > 80 ? `${request.params.name.slice(0, 80)}...` : request.params.name);
+      const unknown = new PyroError(ErrorCode.invalidArgument, `no tool named ${named} in profile ${options.profile}`, {
         hint: `call one of ${[...tools.keys()].join(", ")} (tools/list shows them)`,
       });
       return errorResult(toolErrorDocument(unknown).error);

@@ -66,8 +66,12 @@ interface Issue {
   inclusive?: boolean;
   origin?: string;
   keys?: string[];
+  values?: unknown[];
   input?: unknown;
 }
+
+/** How a schema's expected type reads in a message. */
+const EXPECTED: Record<string, string> = { array: "a list", object: "an object", int: "a whole number", integer: "a whole number", number: "a number", string: "a string", boolean: "true or false" };
 
 function described(value: unknown): string {
   if (value === undefined) return "nothing";
@@ -83,7 +87,9 @@ function issueText(issue: Issue, args: unknown): string {
   const given = issue.path.reduce<unknown>((value, key) => (value !== null && typeof value === "object" ? (value as Record<PropertyKey, unknown>)[key] : undefined), args);
   switch (issue.code) {
     case "invalid_type":
-      return given === undefined ? "is required" : `must be ${issue.expected === "array" ? "a list" : `a ${issue.expected}`}, got ${described(given)}`;
+      return given === undefined ? "is required" : `must be ${EXPECTED[issue.expected ?? ""] ?? `a ${issue.expected}`}, got ${described(given)}`;
+    case "invalid_value":
+      return `must be one of ${(issue.values ?? []).map((v) => JSON.stringify(v)).join(", ")}, got ${described(given)}`;
     case "too_small":
       if (issue.origin === "string") return issue.minimum === 1 ? "must not be empty" : `must be at least ${issue.minimum} characters`;
       if (issue.origin === "array") return `must have at least ${issue.minimum} entries`;

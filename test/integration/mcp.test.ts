@@ -224,6 +224,8 @@ describe("pyro mcp serve with a real MCP client", () => {
     const unknownTool = failure(await client.callTool({ name: "vm_explode", arguments: {} }));
     assert.equal(unknownTool.code, "invalid_argument");
     assert.match(unknownTool.hint, /vm_run/);
+    const hugeName = failure(await client.callTool({ name: "x".repeat(10_000), arguments: {} }));
+    assert.ok(hugeName.message.length < 200, "a made-up tool name is not echoed whole");
     assert.deepEqual(vmDirsUnder(stateDir), []);
   });
 

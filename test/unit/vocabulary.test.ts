@@ -7,7 +7,8 @@ import { cliVocabulary } from "../../src/cli/vocabulary.js";
 import { DEFAULT_HINTS, ErrorCode, InvalidArgumentError, PyroError, type ErrorCodeValue } from "../../src/errors.js";
 import { Pyro } from "../../src/sdk/pyro.js";
 import { SURFACES } from "../../src/tools/surfaces.js";
-import { MCP_VOCABULARY } from "../../src/tools/vocabulary.js";
+import { checkArguments, MCP_VOCABULARY } from "../../src/tools/vocabulary.js";
+import { findTool } from "../../src/tools/catalog.js";
 import { renderError, SDK_VOCABULARY, type Vocabulary } from "../../src/vocabulary.js";
 import { foreignWords, TOOL_NAMES } from "../vocabulary.js";
 
@@ -75,4 +76,29 @@ test("QEMU's ways of saying KVM cannot run the guest are recognised, so the hint
     assert.ok(isKvmFailure(log), log);
   }
   assert.ok(!isKvmFailure("qemu-system-x86_64: -drive file=x: Could not open 'x': No such file or directory"));
+});
+
+test("arguments a model gets wrong, or a prompt-injected one makes up, are invalid_argument naming the argument, and bounded", () => {
+  const tool = findTool("vm_run")!;
+  const refused = (args: unknown) => {
+    const checked = checkArguments(tool, args);
+    assert.ok("error" in checked, JSON.stringify(args)?.slice(0, 80));
+    assert.equal(checked.error.code, "invalid_argument");
+    assert.ok(checked.error.hint.length > 10);
+    assert.ok(JSON.stringify(checked.error).length < 2000, "an error stays short whatever the input");
+    return checked.error;
+  };
+  assert.match(refused("rm -rf /").message, /^arguments: must be an object, got "rm -rf \/"/);
+  assert.match(refused([1, 2]).message, /^arguments: must be an object, got a list/);
+  assert.match(refused(null).message, /^environment: is required; command: is required/);
+  assert.match(refused({ environment: 5, command: "true" }).message, /^environment: must be a string, got 5/);
+  assert.match(refused({ environment: "debian:12", command: "x".repeat(300_000) }).message, /^command: must be at most 262144 characters$/);
+  const policy = refused({ environment: "debian:12", command: "true", network_policy: "all" });
+  assert.match(policy.message, /^network_policy: must be one of "off", "egress", "egress\+published-ports", got "all"/);
+  assert.match(policy.hint, /^`network_policy` takes one of/);
+  const range = refused({ environment: "debian:12", command: "true", timeout_seconds: 1e12 });
+  assert.match(range.message, /^timeout_seconds: must be at most 86400, got 1000000000000/);
+  assert.deepEqual(foreignWords(`${range.message} ${range.hint}`, "mcp"), []);
+  // An own property named __proto__ is an argument like any other, not a prototype.
+  assert.match(refused(JSON.parse('{"__proto__": {"command": "true"}, "environment": "debian:12"}')).message, /^command: is required/);
 });
