@@ -143,7 +143,7 @@ export async function fsWrite(
 ): Promise<{ existed: boolean }> {
   if (data.length > MAX_FILE_FRAME_BYTES) {
     throw new PyroError(ErrorCode.sourceTooLarge, `${display(path)}: ${data.length} bytes is more than one write takes (${MAX_FILE_FRAME_BYTES})`, {
-      hint: "write large files with workspace_sync_push instead",
+      hint: "write large files with pushWorkspaceSync() instead",
     });
   }
   const reply = await session.request(

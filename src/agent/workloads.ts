@@ -83,7 +83,7 @@ function shellError(shellId: string | undefined): (code: string, message: string
       case "not_found":
         return new PyroError(ErrorCode.shellNotFound, `the workspace has no shell ${shellId ?? ""}`.trim(), { details: { shellId } });
       case "shell_exited":
-        return new PyroError(ErrorCode.vmNotRunning, `shell ${shellId ?? ""} has exited; read its last output, then close it and open a new one`, { hint: "open a new shell (shell_open)" });
+        return new PyroError(ErrorCode.vmNotRunning, `shell ${shellId ?? ""} has exited; read its last output, then close it and open a new one`, { hint: "open a new shell (openShell())" });
       default:
         return common(code, message, "the shell");
     }
@@ -96,7 +96,7 @@ function serviceError(name: string | undefined): (code: string, message: string)
       case "not_found":
         return new PyroError(ErrorCode.serviceNotFound, `the workspace has no service ${JSON.stringify(name)}`, { details: { name } });
       case "already_exists":
-        return new InvalidArgumentError("name", `a service named ${JSON.stringify(name)} is already running in this workspace`, "stop it first (service_stop), or pick another name");
+        return new InvalidArgumentError("name", `a service named ${JSON.stringify(name)} is already running in this workspace`, "stop it first (stopService()), or pick another name");
       default:
         return common(code, message, `service ${JSON.stringify(name)}`);
     }

@@ -182,7 +182,7 @@ export class WorkspaceServices {
     const secretEnv = await this.context.secretEnv(id, request.secretEnv);
     const record = await this.context.guest(id);
     if (publish.length && networkPolicyOf(record) !== "egress+published-ports") {
-      throw new InvalidArgumentError("publish", `publishing ports needs the network policy egress+published-ports; workspace ${id} has ${networkPolicyOf(record)}`, "create the workspace with network_policy egress+published-ports");
+      throw new InvalidArgumentError("publish", `publishing ports needs the network policy egress+published-ports; workspace ${id} has ${networkPolicyOf(record)}`, "create the workspace with `networkPolicy` egress+published-ports");
     }
     const redactor = await this.context.redactor(id);
     const readyBy = Date.now() + (readiness?.timeoutSeconds ?? 0) * 1000;

@@ -43,9 +43,9 @@ export function resolveAllowedRoots(roots: readonly string[], base = process.cwd
     try {
       real = realpathSync(resolve(base, root));
     } catch {
-      throw new InvalidArgumentError("allowRoot", `${root} does not exist`, "name an existing directory, e.g. --allow-root ./repo");
+      throw new InvalidArgumentError("allowedRoots", `${root} does not exist`, "name existing directories in `allowedRoots`, e.g. ./repo");
     }
-    if (real === "/") throw new InvalidArgumentError("allowRoot", "must not be / (it would share every host file)", "name the directory that holds the files to share, e.g. --allow-root ./repo");
+    if (real === "/") throw new InvalidArgumentError("allowedRoots", "must not be / (it would share every host file)", "name in `allowedRoots` the directory that holds the files to share, e.g. ./repo");
     if (!resolved.includes(real)) resolved.push(real);
   }
   return resolved;

@@ -32,6 +32,7 @@ let argumentsKnown: Set<string> | undefined;
 const OPERATOR_OPTIONS: Record<string, string> = {
   allowHostCompat: "the server's --allow-host-compat setting",
   keepWarm: "the server's --keep-warm setting",
+  allowedRoots: "the server's --allow-root setting",
 };
 
 /** Tool arguments are snake_case; an operation is its tool, or, for host administration, the pyro command an operator runs. */
