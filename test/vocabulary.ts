@@ -23,7 +23,8 @@ const CLI_COMMANDS = Object.values(SURFACES).flatMap((s) => (s.cli ? [`pyro ${s.
 export function foreignWords(text: string, surface: Vocabulary["surface"]): string[] {
   const found: string[] = [];
   // The caller's own values, quoted, are not pyro's words.
-  const words = new Set(text.replace(/"(?:[^"\\]|\\.)*"/g, '""').match(/[A-Za-z_][A-Za-z0-9_]*/g) ?? []);
+  const unquoted = text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  const words = new Set(unquoted.match(/[A-Za-z_][A-Za-z0-9_]*/g) ?? []);
   if (surface !== "sdk") {
     for (const field of SDK_FIELDS) if (words.has(field)) found.push(field);
     for (const match of text.matchAll(/\b[a-z][A-Za-z]*\(\)/g)) found.push(match[0]);
@@ -33,9 +34,9 @@ export function foreignWords(text: string, surface: Vocabulary["surface"]): stri
     for (const arg of ARGUMENTS) if (arg.includes("_") && words.has(arg)) found.push(arg);
   }
   if (surface !== "cli") {
-    for (const match of text.matchAll(/(?<![\w'])--[a-z][a-z-]+/g)) {
-      // Over MCP, an operator's setting is named as the server's flag, which is what the operator types.
-      if (surface === "mcp" && /server's --/.test(text)) continue;
+    for (const match of unquoted.matchAll(/(?<![\w'])--[a-z][a-z-]+/g)) {
+      // Over MCP, an operator's setting is named as the flag the operator types.
+      if (surface === "mcp" && text.includes(`${match[0]} (the operator's setting)`)) continue;
       found.push(match[0]);
     }
   }

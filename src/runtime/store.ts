@@ -206,7 +206,7 @@ export class VmStore {
       reaped: `was removed at ${tombstone.at} because the process that owned it had died${failed}`,
     };
     return new PyroError(kind === "workspace" ? ErrorCode.workspaceNotFound : ErrorCode.vmNotFound, `${what} ${how[tombstone.reason]}`, {
-      hint: kind === "workspace" ? "create a new workspace (with a longer ttl_seconds if it expired)" : "create a new VM",
+      hint: kind === "workspace" ? "create a new workspace (with a longer `ttlSeconds` if it expired)" : "create a new VM",
       details: { reason: tombstone.reason, at: tombstone.at, failure: tombstone.failure },
     });
   }

@@ -88,7 +88,7 @@ export function effectiveAllowHosts(requested: readonly unknown[] | undefined, p
   return requested.map((entry) => {
     const name = normalizeHostPattern("allow_hosts", entry);
     if (!policy.allowHosts.some((outer) => hostPatternCovers(outer, name))) {
-      throw new InvalidArgumentError("allow_hosts", `${name} is outside the hosts this server allows (${policy.allowHosts.join(", ")})`, `choose among ${policy.allowHosts.join(", ")}, or leave allow_hosts out`);
+      throw new InvalidArgumentError("allow_hosts", `${name} is outside the hosts this server allows (${policy.allowHosts.join(", ")})`, `choose among ${policy.allowHosts.join(", ")}, or leave \`allowHosts\` out`);
     }
     return name;
   });
@@ -118,8 +118,8 @@ export async function confineHostPath(field: string, path: string, policy: ToolP
     const roots = policy.allowedRoots.length ? policy.allowedRoots.join(", ") : "(none)";
     throw new PyroError(ErrorCode.sourceRefused, `${field}: ${path} is outside the directories this server shares (${roots})`, {
       hint: policy.allowedRoots.length
-        ? `name a directory or archive under ${roots}; only the operator can share more (the server's --allow-root setting)`
-        : "this server shares no host directory; only the operator can share one (the server's --allow-root setting)",
+        ? `name a directory or archive under ${roots}; only the operator can share more, with \`allowedRoots\``
+        : "this server shares no host directory; only the operator can share one, with `allowedRoots`",
       details: { field, allowedRoots: policy.allowedRoots },
     });
   }

@@ -30,9 +30,9 @@ let argumentsKnown: Set<string> | undefined;
  * starts. An error that names one says whose decision it is.
  */
 const OPERATOR_OPTIONS: Record<string, string> = {
-  allowHostCompat: "the server's --allow-host-compat setting",
-  keepWarm: "the server's --keep-warm setting",
-  allowedRoots: "the server's --allow-root setting",
+  allowHostCompat: "--allow-host-compat (the operator's setting)",
+  keepWarm: "--keep-warm (the operator's setting)",
+  allowedRoots: "--allow-root (the operator's setting)",
 };
 
 /** Tool arguments are snake_case; an operation is its tool, or, for host administration, the pyro command an operator runs. */

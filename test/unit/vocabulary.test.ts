@@ -49,7 +49,7 @@ test("the CLI names the flag or argument of the command that ran", () => {
   const read = cliVocabulary(program, find("workspace file read"));
   assert.equal(renderError(new InvalidArgumentError("workspaceId", "must be an id"), read).message, "<workspace-id>: must be an id");
   assert.equal(renderError(new InvalidArgumentError("allowHosts", "too many"), CLI).message, "--allow-host: too many");
-  assert.equal(renderError(new InvalidArgumentError("allowHostCompat", "must be true or false"), MCP_VOCABULARY).message, "the server's --allow-host-compat setting: must be true or false");
+  assert.equal(renderError(new InvalidArgumentError("allowHostCompat", "must be true or false"), MCP_VOCABULARY).message, "--allow-host-compat (the operator's setting): must be true or false");
 });
 
 test("the caller's own values, in double quotes, are never rewritten", () => {
