@@ -338,7 +338,8 @@ export async function bootVm(spec: LaunchSpec, files: VmFiles, options: BootOpti
   } catch (error) {
     // Whether QEMU ended by itself, before the kill below ends it (and its sandbox reports 137).
     const exitedFirst = exited;
-    const timedOut = Date.now() >= options.deadline;
+    // The handshake's own timer is set to the deadline and may fire a moment before the clock reads it.
+    const timedOut = Date.now() >= options.deadline || isHandshakeTimeout(error);
     await portRelease?.().catch(() => undefined);
     const qemuLog = await tail(files.qemuLog);
     const consoleTail = serial.text();
