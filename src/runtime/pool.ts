@@ -311,11 +311,14 @@ export class VmPool {
    * the VMs deleted, as they were just before.
    */
   async drain(filter: { environment?: string } = {}, hooks: StartHooks = {}): Promise<PoolEntry[]> {
+    const ofFilter = (record: VmRecord) => !!record.pool && (!filter.environment || record.environment === filter.environment);
+    // The VMs refills are making as the drain begins: a refill may see the drain and delete its VM before the first look below.
+    const beingMade = (await this.entries()).filter((entry) => ofFilter(entry.record) && makerAtWork(entry));
     const seq = await this.drains.begin(filter.environment ?? null);
-    const covered = (record: VmRecord) => !!record.pool && (record.pool.drainSeq ?? 0) < seq && (!filter.environment || record.environment === filter.environment);
+    const covered = (record: VmRecord) => ofFilter(record) && (record.pool?.drainSeq ?? 0) < seq;
     const deadline = Date.now() + DRAIN_WAIT_MS;
     const deleted: PoolEntry[] = [];
-    let waiting: PoolEntry[] = [];
+    let waiting: PoolEntry[] = beingMade;
     let announced = false;
     for (;;) {
       if (hooks.signal?.aborted) throw new PyroError(ErrorCode.cancelled, "the drain was cancelled; the pool may still hold VMs", { hint: "drain it again" });

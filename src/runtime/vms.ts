@@ -304,6 +304,7 @@ export class VmManager {
       }
       await killAndWait(record.qemu.pid, record.qemu.startTime);
       await killHelpers(record);
+      await this.endSandboxes(vmId);
       await this.launcher.releaseJail({ cgroupName: vmId });
       await rename(partial, this.memoryStatePath(vmId));
       const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
@@ -574,6 +575,7 @@ export class VmManager {
       const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
       await killHelpers(record);
+      await this.endSandboxes(vmId);
       await this.launcher.releaseJail({ cgroupName: vmId });
       const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
       await this.store.create(next);
@@ -588,6 +590,16 @@ export class VmManager {
    * under its lock, and one deleted by another process meanwhile reports
    * false (it was not this call's doing).
    */
+  /**
+   * Ends what is left of a VM's processes once QEMU and its helpers are
+   * killed: the sandboxes around them and passt exit on their own a moment
+   * later; waiting for them here means a VM that is gone leaves no process.
+   */
+  private async endSandboxes(vmId: string): Promise<void> {
+    const dir = this.store.dir(vmId);
+    for (const process of await listSandboxProcesses()) if (process.dir === dir) await killAndWait(process.pid, process.startTime);
+  }
+
   async delete(vmId: string, kind?: VmKind, options: { reason?: GoneReason; onlyIf?: (current: VmRecord) => boolean | Promise<boolean> } = {}): Promise<boolean> {
     const record = await this.store.read(vmId).catch(() => undefined);
     if (record && kind && record.kind !== kind) throw notFound(vmId, kind);
@@ -619,6 +631,7 @@ export class VmManager {
         if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
       await killHelpers(current);
+      await this.endSandboxes(vmId);
       await this.launcher.releaseJail({ cgroupName: vmId });
       if (current.rootfsImage) await this.environments.images.release(current.rootfsImage, this.store.recordPath(vmId));
       await this.store.bury(current, options.reason ?? "deleted").catch((error: unknown) => debug("vm", `could not note why ${vmId} went: ${String(error)}`));
