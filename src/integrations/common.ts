@@ -42,17 +42,12 @@ export interface ToolErrorDocument {
 
 export { checkArguments };
 
-/** A failure as the model reads it: in the tools' words (`vcpu_count`, `workspace_list`), as over MCP. */
-export function toolError(error: unknown): ToolErrorDocument {
-  return toolErrorDocument(error);
-}
-
 /** Runs a tool on arguments that passed checkArguments; pyro's failures become the error document. */
 export async function runChecked(pyro: Pyro, tool: ToolSpec, args: Record<string, unknown>, context: ToolContext = {}): Promise<Record<string, unknown>> {
   try {
     return await tool.run(pyro, args, context);
   } catch (error) {
-    return { ...toolError(error) };
+    return { ...toolErrorDocument(error) };
   }
 }
 
