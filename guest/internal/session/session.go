@@ -508,6 +508,11 @@ func (c *Conn) runExec(s *session, id uint64, proc *process.Proc, syncAfter bool
 		sig := res.Signal
 		exit.Signal = &sig
 	}
+	// Forgotten before "exit" is queued: a host that reads the exit and then
+	// kills the id, or reuses it, must find nothing running under it.
+	s.mu.Lock()
+	delete(s.execs, id)
+	s.mu.Unlock()
 	c.send(s, exit, nil)
 }
 
