@@ -1,5 +1,5 @@
 import type { Pyro } from "../sdk/pyro.js";
-import { checkArguments, toolErrorDocument } from "../tools/vocabulary.js";
+import { callTool } from "../tools/call.js";
 import type { RenderedError } from "../vocabulary.js";
 import { defaultToolPolicy, findTool, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
@@ -40,26 +40,15 @@ export interface ToolErrorDocument {
   error: RenderedError;
 }
 
-export { checkArguments };
-
-/** Runs a tool on arguments that passed checkArguments; pyro's failures become the error document. */
-export async function runChecked(pyro: Pyro, tool: ToolSpec, args: Record<string, unknown>, context: ToolContext = {}): Promise<Record<string, unknown>> {
-  try {
-    return await tool.run(pyro, args, context);
-  } catch (error) {
-    return { ...toolErrorDocument(error) };
-  }
-}
-
 /**
- * Validates arguments with the tool's schema and runs it. Never throws for
- * pyro's own failures or bad arguments: a model acts better on an error it
- * can read, so those come back as `{ error: { code, message, hint } }`.
+ * Checks the arguments with the tool's schema, runs it and checks its result
+ * (callTool, as the MCP server does). Never throws for pyro's own failures or
+ * bad arguments: a model acts better on an error it can read, so those come
+ * back as `{ error: { code, message, hint } }`.
  */
 export async function invokeTool(pyro: Pyro, tool: ToolSpec, args: unknown, context: ToolContext = {}): Promise<Record<string, unknown>> {
-  const checked = checkArguments(tool, args);
-  if ("error" in checked) return { ...checked };
-  return runChecked(pyro, tool, checked.data, context);
+  const outcome = await callTool(pyro, tool, args, context);
+  return "error" in outcome ? { error: outcome.error } : outcome.result;
 }
 
 /** Whether a tool's answer is the error document rather than a result. */

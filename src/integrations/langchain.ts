@@ -8,7 +8,8 @@ import type * as ToolsModule from "@langchain/core/tools";
 import type { DynamicStructuredTool } from "@langchain/core/tools";
 import type { Pyro } from "../sdk/pyro.js";
 import type { ToolPolicy, ToolSpec } from "../tools/catalog.js";
-import { checkArguments, isToolError, loadPeer, policyOf, runChecked, selectTools, type ToolErrorDocument, type ToolSelection } from "./common.js";
+import { checkArguments } from "../tools/vocabulary.js";
+import { invokeTool, isToolError, loadPeer, policyOf, selectTools, type ToolErrorDocument, type ToolSelection } from "./common.js";
 
 export type { ToolSelection } from "./common.js";
 
@@ -47,7 +48,7 @@ class PyroTool extends core.DynamicStructuredTool {
       // The content is the JSON text the model reads; the artifact keeps the same document as an object for the caller.
       responseFormat: "content_and_artifact",
       func: async (args: Record<string, unknown>, _runManager: unknown, config?: CallConfig) => {
-        const result = await runChecked(pyro, spec, args, { signal: config?.signal, policy });
+        const result = await invokeTool(pyro, spec, args, { signal: config?.signal, policy });
         return [JSON.stringify(result), result];
       },
     });

@@ -17,8 +17,9 @@ import { CallToolRequestSchema, type CallToolResult, type JSONRPCMessage } from 
 import { ErrorCode, PyroError } from "../errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import type { Pyro } from "../sdk/pyro.js";
-import { defaultToolPolicy, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
-import { checkArguments, toolErrorDocument } from "../tools/vocabulary.js";
+import { defaultToolPolicy, toolsFor, type ProfileName, type ToolPolicy } from "../tools/catalog.js";
+import { callTool, type ToolOutcome } from "../tools/call.js";
+import { toolErrorDocument } from "../tools/vocabulary.js";
 import type { RenderedError } from "../vocabulary.js";
 
 export interface McpServerOptions {
@@ -72,19 +73,10 @@ function errorResult(error: RenderedError): CallToolResult {
   return { isError: true, content: [{ type: "text", text: JSON.stringify({ error }, null, 2) }] };
 }
 
-async function callTool(tool: ToolSpec, pyro: Pyro, args: unknown, context: ToolContext): Promise<CallToolResult> {
-  const checked = checkArguments(tool, args);
-  if ("error" in checked) return errorResult(checked.error);
-  let result: Record<string, unknown>;
-  try {
-    result = await tool.run(pyro, checked.data, context);
-  } catch (error) {
-    return errorResult(toolErrorDocument(error).error);
-  }
-  // What a client will check the result against; a mismatch is pyro's bug, said as such rather than sent on.
-  const valid = tool.output.safeParse(result);
-  if (!valid.success) return errorResult(toolErrorDocument(new PyroError(ErrorCode.internal, `${tool.name} made a result that does not match its output schema: ${valid.error.message}`)).error);
-  return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], structuredContent: result };
+/** A tool's outcome as an MCP result; a success carries its structured content, checked by callTool against the output schema. */
+function mcpResult(outcome: ToolOutcome): CallToolResult {
+  if ("error" in outcome) return errorResult(outcome.error);
+  return { content: [{ type: "text", text: JSON.stringify(outcome.result, null, 2) }], structuredContent: outcome.result };
 }
 
 /** An MCP server with the tools of one profile, each a thin adapter over the SDK. */
@@ -139,7 +131,7 @@ export function createMcpServer(pyro: Pyro, options: McpServerOptions, inFlight 
         else pending = setTimeout(send, wait);
       };
     }
-    return inFlight.track(extra.signal, (signal) => callTool(tool, pyro, request.params.arguments, { signal, onProgress, policy }));
+    return inFlight.track(extra.signal, async (signal) => mcpResult(await callTool(pyro, tool, request.params.arguments, { signal, onProgress, policy })));
   });
   return server;
 }
