@@ -12,7 +12,8 @@
  * - every program is type-checked against this checkout's src/ (`pyro-mcp` and each `pyro-mcp/x`
  *   subpath resolve as package.json's exports say) and then run, unless one of its snippets has
  *   `<!-- snippet: typecheck-only: REASON -->` on the line before it (a model's API key, the
- *   internet);
+ *   internet). A run passes when the program exits 0, leaves no VM or workspace, and every guest
+ *   command it ran exited 0 (test/snippet-exits.ts records them);
  * - a JSON snippet must parse; one with `mcpServers` is an MCP client config whose servers must
  *   start and answer.
  *

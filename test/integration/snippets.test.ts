@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, describe, test } from "node:test";
@@ -9,6 +9,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import ts from "typescript";
 import { Pyro } from "../../src/index.js";
 import { assertNothingLeft, removeDir, ROOT } from "../helpers.js";
+import type { RecordedExit } from "../snippet-exits.js";
 import { documentLine, mcpServers, moduleName, parseSnippets, type Program } from "../snippets.js";
 
 /**
@@ -114,11 +115,14 @@ function typeErrors(): string[] {
   return found;
 }
 
-function runModule(file: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+/** Where a program's guest commands and their exit statuses are written (test/snippet-exits.ts). */
+const EXIT_HOOK = join(ROOT, "test", "snippet-exits.ts");
+
+function runModule(file: string, exitLog: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", file], {
+    const child = spawn(process.execPath, ["--import", "tsx", "--import", EXIT_HOOK, file], {
       cwd: scratch,
-      env: { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0", TSX_TSCONFIG_PATH: tsconfig },
+      env: { ...process.env, PYRO_STATE_DIR: stateDir, PYRO_PROGRESS: "0", TSX_TSCONFIG_PATH: tsconfig, PYRO_SNIPPET_EXITS: exitLog },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -163,9 +167,15 @@ describe("documents: every code snippet compiles against the package, and runs u
     }
     test(`${where(located)} runs`, async () => {
       for (const environment of environmentsOf(located.program)) await new Pyro({ stateDir }).pullEnvironment(environment);
-      const result = await runModule(located.file);
+      const exitLog = `${located.file}.exits`;
+      const result = await runModule(located.file, exitLog);
       try {
         assert.equal(result.code, 0, `${where(located)} failed (exit ${String(result.code ?? result.signal)}):\n${result.output}`);
+        // The guest commands it ran must succeed too: a failing one only prints and the program still ends with 0.
+        const exits = existsSync(exitLog) ? readFileSync(exitLog, "utf8").trim().split("\n").map((line) => JSON.parse(line) as RecordedExit) : [];
+        if (/\.(run|runInVm|exec|execVm|execWorkspace)\(/.test(located.program.text)) assert.ok(exits.length > 0, `${where(located)} runs guest commands, but none was recorded: is test/snippet-exits.ts loaded?`);
+        const failed = exits.filter((e) => e.exitCode !== 0);
+        assert.deepEqual(failed, [], `${where(located)} ran guest commands that failed; fix the document:\n${result.output}`);
         await using pyro = new Pyro({ stateDir });
         assert.deepEqual((await pyro.listWorkspaces()).map((w) => w.workspaceId), [], `${where(located)} left workspaces`);
         assert.deepEqual((await pyro.listVms()).map((v) => v.vmId), [], `${where(located)} left VMs`);

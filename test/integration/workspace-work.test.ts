@@ -261,10 +261,27 @@ describe("shells, services, published ports and secrets, on real guests", () => 
   });
 
   test("publishing needs egress+published-ports; the CLI drives shells, services and secrets", async () => {
-    const plainWs = await pyro.createWorkspace({ environment: "debian:12" });
-    await rejectsWith(pyro.startService(plainWs.workspaceId, { name: "p", command: "sleep 100", publish: [{ guestPort: 80 }] }), "invalid_argument", /egress\+published-ports/);
-    assert.deepEqual(await pyro.listServices(plainWs.workspaceId), []);
-    await plainWs.delete();
+    // --secret-file: a file that is not there is refused before anything boots; a real one reaches the guest, one trailing newline dropped.
+    const cliSecret = `cli-${randomBytes(12).toString("hex")}`;
+    const secretPath = join(scratch, "cli-token");
+    writeFileSync(secretPath, `${cliSecret}\n`, { mode: 0o600 });
+    const before = (await pyro.listWorkspaces()).length;
+    const missing = await runCli(["workspace", "create", "debian:12", "--secret-file", `CLI_TOKEN=${join(scratch, "no-such-file")}`, "--json"], { stateDir });
+    assert.equal(missing.code, 64, missing.stderr);
+    assert.equal((JSON.parse(missing.stdout) as { error: { code: string } }).error.code, "invalid_argument");
+    assert.match(missing.stderr, /--secret-file/);
+    assert.equal((await pyro.listWorkspaces()).length, before, "nothing was created");
+    const created = await runCli(["workspace", "create", "debian:12", "--secret-file", `CLI_TOKEN=${secretPath}`, "--json"], { stateDir });
+    assert.equal(created.code, 0, created.stderr);
+    const plain = JSON.parse(created.stdout) as { workspace_id: string; secret_names: string[] };
+    assert.deepEqual(plain.secret_names, ["CLI_TOKEN"]);
+    const sees = await runCli(["workspace", "exec", plain.workspace_id, "--secret-env", "T=CLI_TOKEN", "--json", "--", "sh", "-c", 'echo "t=$T"; printf %s "$T" | wc -c'], { stateDir });
+    assert.equal(sees.code, 0, sees.stderr);
+    assert.equal((JSON.parse(sees.stdout) as { stdout: string }).stdout, `t=[REDACTED:CLI_TOKEN]\n${cliSecret.length}\n`);
+    assert.ok(!sees.stdout.includes(cliSecret) && !sees.stderr.includes(cliSecret));
+    await rejectsWith(pyro.startService(plain.workspace_id, { name: "p", command: "sleep 100", publish: [{ guestPort: 80 }] }), "invalid_argument", /egress\+published-ports/);
+    assert.deepEqual(await pyro.listServices(plain.workspace_id), []);
+    await pyro.deleteWorkspace(plain.workspace_id);
 
     const id = ws.workspaceId;
     const env = { PYRO_STATE_DIR: stateDir };
@@ -295,6 +312,16 @@ describe("shells, services, published ports and secrets, on real guests", () => 
     assert.match(logs.stdout, /served GET/);
     const exec = await runCli(["workspace", "exec", id, "--secret-env", "T=API_TOKEN", "--", "sh", "-c", "echo $T"], { stateDir });
     assert.equal(exec.stdout, "[REDACTED:API_TOKEN]\n");
+
+    // --ready-http: ready only once the URL answers in the guest; one that never answers is service_failed at its deadline.
+    const ready = await runCli(["workspace", "service", "start", id, "clihttp", "--ready-http", "http://127.0.0.1:8082/ready", "--json", "--", "sh", "-c", "sleep 2; exec perl server.pl 8082"], { stateDir });
+    assert.equal(ready.code, 0, ready.stderr);
+    assert.equal((JSON.parse(ready.stdout) as { state: string }).state, "ready");
+    assert.match((await runCli(["workspace", "service", "logs", id, "clihttp"], { stateDir })).stdout, /served GET \/ready/);
+    const never = await runCli(["workspace", "service", "start", id, "clinever", "--ready-http", "http://127.0.0.1:8083/", "--ready-timeout-seconds", "2", "--json", "--", "sleep", "100"], { stateDir });
+    assert.equal(never.code, 84, never.stderr);
+    assert.equal((JSON.parse(never.stdout) as { error: { code: string } }).error.code, "service_failed");
+    assert.match(never.stderr, /^hint: /m);
 
     // Deleting the workspace releases the published port and ends its forwarder.
     await pyro.deleteWorkspace(id);
