@@ -191,7 +191,7 @@ export class VmPool {
         );
         // Checked again now that the record exists: a drain that began before this check either is seen here, or sees this VM and waits for it.
         if (await drained()) {
-          await this.vms.delete(record.vmId);
+          await this.vms.delete(record.vmId, undefined, { reason: "drained" });
           break;
         }
         try {
@@ -206,13 +206,15 @@ export class VmPool {
             return { ...current, state: "pooled", owner: owner ?? null };
           });
           if (!pooled) {
-            await this.vms.delete(record.vmId);
+            await this.vms.delete(record.vmId, undefined, { reason: "drained" });
             break;
           }
           made += 1;
         } catch (error) {
-          debug("pool", `could not make a pooled VM: ${String(error)}`);
-          await this.vms.delete(record.vmId).catch(() => undefined);
+          // A drain seen while booting or warming cancels them: the VM is the drain's, and noted so for it to count.
+          const byDrain = await drained().catch(() => false);
+          if (!byDrain) debug("pool", `could not make a pooled VM: ${String(error)}`);
+          await this.vms.delete(record.vmId, undefined, { reason: byDrain ? "drained" : "deleted" }).catch(() => undefined);
           break;
         }
       }
@@ -328,6 +330,9 @@ export class VmPool {
         if (!entries.some((e) => e.record.vmId === entry.record.vmId) && !(await this.vms.store.read(entry.record.vmId).catch(() => undefined))) deleted.push(entry);
       }
       waiting = [];
+      // A refill that saw this drain while it booted marks the VM failed, then deletes it: the drain may lose that race
+      // to it, and counts the VM when its note says a drain took it.
+      const drainedByRefill = async (entry: PoolEntry) => entry.state === "failed" && (await this.vms.store.goneReason(entry.record.vmId)) === "drained";
       for (const entry of entries) {
         if (makerAtWork(entry)) {
           waiting.push(entry);
@@ -335,9 +340,10 @@ export class VmPool {
         }
         // Decided again under the VM's lock: a run may have taken it, or its maker may be back at it.
         const gone = await this.vms.delete(entry.record.vmId, undefined, {
+          reason: "drained",
           onlyIf: async (current) => covered(current) && !makerAtWork({ state: poolState(current), ownerAlive: !!current.owner && (await isSameProcessAlive(current.owner.pid, current.owner.startTime)) }),
         });
-        if (gone) {
+        if (gone || (await drainedByRefill(entry))) {
           deleted.push(entry);
           hooks.onProgress?.({ phase: "cleanup", message: `deleted ${entry.state} VM ${entry.record.vmId} (${entry.record.environment}, ${entry.record.memMib} MiB)` });
         }

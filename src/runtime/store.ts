@@ -99,7 +99,7 @@ export function touched(record: VmRecord, at: Date = new Date()): VmRecord {
 }
 
 /** Why a VM or workspace is gone. */
-export type GoneReason = "deleted" | "expired" | "reaped";
+export type GoneReason = "deleted" | "expired" | "reaped" | "drained";
 
 interface Tombstone {
   vmId: string;
@@ -194,6 +194,12 @@ export class VmStore {
     }
   }
 
+  /** Why a VM went, when its note is still kept. */
+  async goneReason(vmId: string): Promise<GoneReason | undefined> {
+    const tombstone = await readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
+    return tombstone?.reason;
+  }
+
   /** The "not found" error for an id, saying why and when it went when that is known. */
   async missing(vmId: string, kind: VmKind): Promise<PyroError> {
     const tombstone = await readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
@@ -204,6 +210,7 @@ export class VmStore {
       deleted: `was deleted at ${tombstone.at}${failed}`,
       expired: `expired at ${tombstone.expiresAt} (no activity for its time to live) and was removed at ${tombstone.at}${failed}`,
       reaped: `was removed at ${tombstone.at} because the process that owned it had died${failed}`,
+      drained: `was a warm VM of the pool, deleted by a drain at ${tombstone.at}`,
     };
     return new PyroError(kind === "workspace" ? ErrorCode.workspaceNotFound : ErrorCode.vmNotFound, `${what} ${how[tombstone.reason]}`, {
       hint: kind === "workspace" ? "create a new workspace (with a longer `ttlSeconds` if it expired)" : "create a new VM",

@@ -206,6 +206,8 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     assert.deepEqual([making[0]!.owner, making[0]!.ownerPid], ["process", fill.child.pid]);
     const drained = await pyro.drainPool();
     assert.deepEqual(drained.deleted.map((vm) => vm.vmId), [making[0]!.vmId]);
+    // Whichever of the two deleted it, its id says a drain took it.
+    await rejectsWith(pyro.statusVm(making[0]!.vmId), "vm_not_found", /deleted by a drain/);
     assert.equal(await fill.exited, 0, fill.stderr());
     assert.deepEqual(await poolStates(), {});
     assert.deepEqual(vmProcessesUnder(stateDir), []);
