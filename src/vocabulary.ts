@@ -24,14 +24,28 @@ export const SDK_VOCABULARY: Vocabulary = {
 };
 
 const OPERATION = /\b([a-z][A-Za-z]*)\(\)/g;
-const BACKTICKED = /`([a-z][A-Za-z0-9]*(?:\.[a-z][A-Za-z0-9]*)*)`/g;
+const BACKTICKED = /`([a-z][A-Za-z0-9]*(?:\[\d+\])*(?:\.[a-z][A-Za-z0-9]*(?:\[\d+\])*)*)`/g;
 const CAMEL = /\b[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+\b/g;
 
-/** A dotted field (`secrets.filePath`) names each part in the surface's words. */
+/**
+ * A field as a surface names it. A path into a list (`secrets[0].filePath`)
+ * is first looked up whole without its indices, for a surface that has one
+ * word for it (the CLI's `--secret-file`); otherwise each part is named in the
+ * surface's words and the indices kept (`secrets[0].file_path`).
+ */
 function fieldOf(name: string, vocabulary: Vocabulary): string | undefined {
   const whole = vocabulary.field(name);
-  if (whole !== undefined || !name.includes(".")) return whole;
-  const parts = name.split(".").map((part) => vocabulary.field(part) ?? part);
+  if (whole !== undefined) return whole;
+  const plain = name.replace(/\[\d+\]/g, "");
+  if (plain !== name) {
+    const word = vocabulary.field(plain);
+    if (word !== undefined) return word;
+  }
+  if (plain === name && !name.includes(".")) return undefined;
+  const parts = name.split(".").map((part) => {
+    const [, base = part, indices = ""] = /^(.*?)((?:\[\d+\])*)$/.exec(part) ?? [];
+    return `${vocabulary.field(base) ?? base}${indices}`;
+  });
   return parts.join(".");
 }
 

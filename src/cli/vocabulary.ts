@@ -26,6 +26,14 @@ function commands(root: Command): Command[] {
 /** SDK options whose flag is not simply the option's name: the flag takes one value, repeated. */
 const SINGULAR: Record<string, string> = { allowHosts: "allowHost", labels: "label", clearLabels: "clearLabel", allowedRoots: "allowRoot" };
 
+/** SDK fields inside a list that the CLI gives as flags of their own: a secret is `--secret NAME=VALUE` or `--secret-file NAME=PATH`. */
+const NESTED: Record<string, string[]> = {
+  secrets: ["secret", "secretFile"],
+  "secrets.name": ["secret", "secretFile"],
+  "secrets.value": ["secret"],
+  "secrets.filePath": ["secretFile"],
+};
+
 /**
  * The CLI's words, read from the commands themselves: an option is the flag
  * of the command that ran (`--ttl-seconds`), or of any command when that one
@@ -40,7 +48,11 @@ export function cliVocabulary(program: Command, active?: Command): Vocabulary {
   const lookup = (name: string) => own.get(name) ?? everywhere.get(name);
   return {
     surface: "cli",
-    field: (name) => lookup(name) ?? (SINGULAR[name] ? lookup(SINGULAR[name]) : undefined),
+    field: (name) => {
+      const nested = NESTED[name]?.map(lookup);
+      if (nested?.every((flag) => flag !== undefined)) return nested.length === 1 ? nested[0] : nested.map((flag) => `\`${flag}\``).join(" or ");
+      return lookup(name) ?? (SINGULAR[name] ? lookup(SINGULAR[name]) : undefined);
+    },
     operation: (method) => {
       const cli = SURFACES[method]?.cli;
       return cli ? `\`pyro ${cli}\`` : undefined;

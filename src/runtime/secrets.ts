@@ -30,28 +30,30 @@ export async function resolveSecrets(specs: unknown): Promise<Map<string, string
     if (typeof spec !== "object" || spec === null) throw new InvalidArgumentError(where, "must be { name, value } or { name, filePath }");
     const { name, value, filePath } = spec as { name?: unknown; value?: unknown; filePath?: unknown };
     if (typeof name !== "string" || !SECRET_NAME.test(name)) {
-      throw new InvalidArgumentError(`${where}.name`, "must be a letter or _ followed by letters, digits or _ (at most 64), like an environment variable name");
+      throw new InvalidArgumentError(`${where}.name`, "must be a letter or _ followed by letters, digits or _ (at most 64), like an environment variable name", "name it like an environment variable, e.g. API_TOKEN");
     }
-    if (secrets.has(name)) throw new InvalidArgumentError(`${where}.name`, `secret ${name} is given twice`);
+    if (secrets.has(name)) throw new InvalidArgumentError(`${where}.name`, `secret ${name} is given twice`, "give each secret once, each under its own name");
     if ((value === undefined) === (filePath === undefined)) throw new InvalidArgumentError(where, `secret ${name} needs exactly one of value or filePath`);
     let text: string;
     if (value !== undefined) {
       if (typeof value !== "string") throw new InvalidArgumentError(`${where}.value`, `the value of secret ${name} must be a string`);
       text = value;
     } else {
-      if (typeof filePath !== "string" || filePath === "") throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: filePath must be a path`);
+      const fileHint = `name a regular file on this host that pyro can read; its content is the secret (one trailing newline dropped, at most ${MAX_SECRET_BYTES / 1024} KiB)`;
+      if (typeof filePath !== "string" || filePath === "") throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: the path of its file is empty`, fileHint);
       const path = resolve(filePath);
       const info = await stat(path).catch(() => undefined);
-      if (!info?.isFile()) throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: ${path} is not a readable file`);
-      if (info.size > MAX_SECRET_BYTES) throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: ${path} is over ${MAX_SECRET_BYTES} bytes`);
+      if (!info?.isFile()) throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: ${JSON.stringify(path)} is not a readable file`, fileHint);
+      if (info.size > MAX_SECRET_BYTES) throw new InvalidArgumentError(`${where}.filePath`, `secret ${name}: ${JSON.stringify(path)} is over ${MAX_SECRET_BYTES} bytes`, fileHint);
       text = await readFile(path, "utf8");
       // A file written by an editor ends with a newline that is not part of the secret.
       if (text.endsWith("\r\n")) text = text.slice(0, -2);
       else if (text.endsWith("\n")) text = text.slice(0, -1);
     }
-    if (text === "") throw new InvalidArgumentError(where, `secret ${name} is empty`);
-    if (text.includes("\0")) throw new InvalidArgumentError(where, `secret ${name} contains a NUL byte`);
-    if (Buffer.byteLength(text) > MAX_SECRET_BYTES) throw new InvalidArgumentError(where, `secret ${name} is over ${MAX_SECRET_BYTES} bytes`);
+    const valueHint = `a secret is text of 1 byte to ${MAX_SECRET_BYTES / 1024} KiB, without NUL bytes`;
+    if (text === "") throw new InvalidArgumentError(where, `secret ${name} is empty`, valueHint);
+    if (text.includes("\0")) throw new InvalidArgumentError(where, `secret ${name} contains a NUL byte`, valueHint);
+    if (Buffer.byteLength(text) > MAX_SECRET_BYTES) throw new InvalidArgumentError(where, `secret ${name} is over ${MAX_SECRET_BYTES} bytes`, valueHint);
     secrets.set(name, text);
   }
   return secrets;

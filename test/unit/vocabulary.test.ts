@@ -52,6 +52,18 @@ test("the CLI names the flag or argument of the command that ran", () => {
   assert.equal(renderError(new InvalidArgumentError("allowHostCompat", "must be true or false"), MCP_VOCABULARY).message, "--allow-host-compat (the operator's setting): must be true or false");
 });
 
+test("a field inside a list is the flag that gives it on the CLI, and keeps its index in SDK and MCP words", () => {
+  const create = cliVocabulary(program, find("workspace create"));
+  const file = new InvalidArgumentError("secrets[1].filePath", 'secret A: "/nope" is not a readable file', "or drop `secrets[1].filePath`");
+  assert.equal(renderError(file, SDK_VOCABULARY).message, 'secrets[1].filePath: secret A: "/nope" is not a readable file');
+  assert.equal(renderError(file, create).message, '--secret-file: secret A: "/nope" is not a readable file');
+  assert.equal(renderError(file, create).hint, "or drop `--secret-file`");
+  assert.equal(renderError(file, MCP_VOCABULARY).message, 'secrets[1].file_path: secret A: "/nope" is not a readable file');
+  assert.equal(renderError(file, MCP_VOCABULARY).hint, "or drop `secrets[1].file_path`");
+  assert.equal(renderError(new InvalidArgumentError("secrets[0]", "secret A is empty"), create).message, "`--secret` or `--secret-file`: secret A is empty");
+  assert.equal(renderError(new InvalidArgumentError("secrets[0].value", "not a string"), create).message, "--secret: not a string");
+});
+
 test("the caller's own values, in double quotes, are never rewritten", () => {
   const error = new PyroError(ErrorCode.fileNotFound, 'no file "src/ttlSeconds.ts" (listVms() is not it)');
   assert.equal(renderError(error, CLI).message, 'no file "src/ttlSeconds.ts" (`pyro vm list` is not it)');
