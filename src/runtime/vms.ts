@@ -303,9 +303,7 @@ export class VmManager {
         throw error;
       }
       await killAndWait(record.qemu.pid, record.qemu.startTime);
-      await killHelpers(record);
-      await this.endSandboxes(vmId);
-      await this.launcher.releaseJail({ cgroupName: vmId });
+      await this.endProcesses(record);
       await rename(partial, this.memoryStatePath(vmId));
       const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
       await this.store.create(next);
@@ -455,12 +453,9 @@ export class VmManager {
       if (!failure) return current;
       if (current.qemu) await killAndWait(current.qemu.pid, current.qemu.startTime);
       await killHelpers(current);
-      if (current.state === "starting") {
-        // A starter killed before it recorded its QEMU leaves processes nobody knows by pid (QEMU, its
-        // network helper, their sandboxes): find them by the VM directory their command lines name.
-        const dir = this.store.dir(current.vmId);
-        for (const process of await listSandboxProcesses()) if (process.dir === dir) await killAndWait(process.pid, process.startTime);
-      }
+      // A starter killed before it recorded its QEMU leaves processes nobody knows by pid (QEMU, its
+      // network helper, their sandboxes): found by the VM directory their command lines name.
+      if (current.state === "starting") await this.endSandboxes(current.vmId);
       return { ...current, state: "failed", starter: null, qemu: null, netd: null, published: [], failure };
     });
     return updated ?? { ...record, state: "failed", starter: null, failure: problem };
@@ -574,13 +569,29 @@ export class VmManager {
     return this.store.locked(vmId, async () => {
       const record = await this.refresh(await this.store.get(vmId, kind));
       if (record.executionMode === "guest" && record.qemu) await shutdownVm(vmFiles(this.store.dir(vmId)), record.qemu);
-      await killHelpers(record);
-      await this.endSandboxes(vmId);
-      await this.launcher.releaseJail({ cgroupName: vmId });
+      await this.endProcesses(record);
       const next: VmRecord = { ...record, state: "stopped", qemu: null, netd: null, published: [] };
       await this.store.create(next);
       return next;
     });
+  }
+
+  /**
+   * Ends every process of a VM whose QEMU is gone: its network helpers, then
+   * what is left (the sandboxes around them and passt would exit on their
+   * own a moment later; waiting for them here means a VM that is gone leaves
+   * no process), and frees its cgroup.
+   */
+  private async endProcesses(record: VmRecord): Promise<void> {
+    await killHelpers(record);
+    await this.endSandboxes(record.vmId);
+    await this.launcher.releaseJail({ cgroupName: record.vmId });
+  }
+
+  /** Kills every process whose command line names the VM's directory: QEMU, its network helper, their sandboxes, passt. */
+  private async endSandboxes(vmId: string): Promise<void> {
+    const dir = this.store.dir(vmId);
+    for (const process of await listSandboxProcesses()) if (process.dir === dir) await killAndWait(process.pid, process.startTime);
   }
 
   /**
@@ -590,16 +601,6 @@ export class VmManager {
    * under its lock, and one deleted by another process meanwhile reports
    * false (it was not this call's doing).
    */
-  /**
-   * Ends what is left of a VM's processes once QEMU and its helpers are
-   * killed: the sandboxes around them and passt exit on their own a moment
-   * later; waiting for them here means a VM that is gone leaves no process.
-   */
-  private async endSandboxes(vmId: string): Promise<void> {
-    const dir = this.store.dir(vmId);
-    for (const process of await listSandboxProcesses()) if (process.dir === dir) await killAndWait(process.pid, process.startTime);
-  }
-
   async delete(vmId: string, kind?: VmKind, options: { reason?: GoneReason; onlyIf?: (current: VmRecord) => boolean | Promise<boolean> } = {}): Promise<boolean> {
     const record = await this.store.read(vmId).catch(() => undefined);
     if (record && kind && record.kind !== kind) throw notFound(vmId, kind);
@@ -630,9 +631,7 @@ export class VmManager {
         const gone = await killAndWait(current.qemu.pid, current.qemu.startTime);
         if (!gone) throw new PyroError(ErrorCode.internal, `QEMU (pid ${current.qemu.pid}) of ${describe(current)} did not exit after SIGKILL`);
       }
-      await killHelpers(current);
-      await this.endSandboxes(vmId);
-      await this.launcher.releaseJail({ cgroupName: vmId });
+      await this.endProcesses(current);
       if (current.rootfsImage) await this.environments.images.release(current.rootfsImage, this.store.recordPath(vmId));
       await this.store.bury(current, options.reason ?? "deleted").catch((error: unknown) => debug("vm", `could not note why ${vmId} went: ${String(error)}`));
       await this.store.remove(vmId);
