@@ -183,7 +183,7 @@ export class VmPool {
         const live = entries.filter((e) => e.state !== "failed");
         const mine = live.filter((e) => e.record.pool?.key === key);
         const usedMib = live.reduce((sum, e) => sum + e.record.memMib, 0);
-        if (mine.length >= this.settings.size || usedMib + options.memMib > (await this.memoryCapMib())) break;
+        if (mine.length >= this.settings.size || usedMib + options.memMib > (await this.capMib())) break;
         const record = await this.vms.create(
           { ...options, ttlSeconds: this.settings.ttlSeconds, allowHostCompat: false },
           {},
@@ -231,22 +231,17 @@ export class VmPool {
     const entries: PoolEntry[] = [];
     for (const record of await this.vms.list()) {
       if (!record.pool) continue;
-      const ownerAlive = record.owner ? await isSameProcessAlive(record.owner.pid, record.owner.startTime) : false;
-      entries.push({ record, state: poolState(record), ownerAlive, residentMib: await residentMib(record) });
+      entries.push({ record, state: poolState(record), ownerAlive: await ownerAlive(record), residentMib: await residentMib(record) });
     }
     return entries;
   }
 
-  /** The cap on the pool's guest memory in force now, in MiB. */
-  async capMib(): Promise<number> {
-    return this.memoryCapMib();
-  }
-
   /**
-   * The pool's memory cap: PYRO_POOL_MAX_MIB, and never more than half of
-   * what the host has available now, so warm VMs never crowd out real work.
+   * The cap on the pool's guest memory in force now, in MiB:
+   * PYRO_POOL_MAX_MIB, and never more than half of what the host has
+   * available now, so warm VMs never crowd out real work.
    */
-  private async memoryCapMib(): Promise<number> {
+  async capMib(): Promise<number> {
     const meminfo = await readFile("/proc/meminfo", "utf8").catch(() => "");
     const availableKib = Number(/^MemAvailable:\s+(\d+)/m.exec(meminfo)?.[1] ?? NaN);
     return Number.isFinite(availableKib) ? Math.min(this.settings.maxMib, Math.floor(availableKib / 1024 / 2)) : this.settings.maxMib;
@@ -318,6 +313,9 @@ export class VmPool {
     const beingMade = (await this.entries()).filter((entry) => ofFilter(entry.record) && makerAtWork(entry));
     const seq = await this.drains.begin(filter.environment ?? null);
     const covered = (record: VmRecord) => ofFilter(record) && (record.pool?.drainSeq ?? 0) < seq;
+    // A refill that saw this drain while it booted marks the VM failed, then deletes it: the drain may lose that race
+    // to it, and counts the VM when its note says a drain took it.
+    const drainedByRefill = async (entry: PoolEntry) => entry.state === "failed" && (await this.vms.store.goneReason(entry.record.vmId)) === "drained";
     const deadline = Date.now() + DRAIN_WAIT_MS;
     const deleted: PoolEntry[] = [];
     let waiting: PoolEntry[] = beingMade;
@@ -330,9 +328,6 @@ export class VmPool {
         if (!entries.some((e) => e.record.vmId === entry.record.vmId) && !(await this.vms.store.read(entry.record.vmId).catch(() => undefined))) deleted.push(entry);
       }
       waiting = [];
-      // A refill that saw this drain while it booted marks the VM failed, then deletes it: the drain may lose that race
-      // to it, and counts the VM when its note says a drain took it.
-      const drainedByRefill = async (entry: PoolEntry) => entry.state === "failed" && (await this.vms.store.goneReason(entry.record.vmId)) === "drained";
       for (const entry of entries) {
         if (makerAtWork(entry)) {
           waiting.push(entry);
@@ -341,7 +336,7 @@ export class VmPool {
         // Decided again under the VM's lock: a run may have taken it, or its maker may be back at it.
         const gone = await this.vms.delete(entry.record.vmId, undefined, {
           reason: "drained",
-          onlyIf: async (current) => covered(current) && !makerAtWork({ state: poolState(current), ownerAlive: !!current.owner && (await isSameProcessAlive(current.owner.pid, current.owner.startTime)) }),
+          onlyIf: async (current) => covered(current) && !makerAtWork({ state: poolState(current), ownerAlive: await ownerAlive(current) }),
         });
         if (gone || (await drainedByRefill(entry))) {
           deleted.push(entry);
@@ -365,6 +360,11 @@ export class VmPool {
 
 function poolState(record: VmRecord): PoolEntry["state"] {
   return record.state === "pooled" ? "pooled" : record.state === "failed" ? "failed" : "warming";
+}
+
+/** Whether the process named as the VM's owner is alive (false when it names none). */
+async function ownerAlive(record: VmRecord): Promise<boolean> {
+  return !!record.owner && (await isSameProcessAlive(record.owner.pid, record.owner.startTime));
 }
 
 /** A VM that a live refill is still making: the refill deletes it once it sees the drain. */

@@ -194,15 +194,19 @@ export class VmStore {
     }
   }
 
+  /** The note of a gone VM, while it is kept; an unreadable one reads as none. */
+  private tombstone(vmId: string): Promise<Tombstone | undefined> {
+    return readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
+  }
+
   /** Why a VM went, when its note is still kept. */
   async goneReason(vmId: string): Promise<GoneReason | undefined> {
-    const tombstone = await readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
-    return tombstone?.reason;
+    return (await this.tombstone(vmId))?.reason;
   }
 
   /** The "not found" error for an id, saying why and when it went when that is known. */
   async missing(vmId: string, kind: VmKind): Promise<PyroError> {
-    const tombstone = await readJsonIfExists<Tombstone>(this.tombstonePath(vmId)).catch(() => undefined);
+    const tombstone = await this.tombstone(vmId);
     if (!tombstone || tombstone.kind !== kind || Date.now() - new Date(tombstone.at).getTime() > TOMBSTONE_MS) return notFound(vmId, kind);
     const what = kind === "workspace" ? `workspace ${vmId}` : `VM ${vmId}`;
     const failed = tombstone.failure ? ` (it had failed: ${tombstone.failure})` : "";
