@@ -1,6 +1,6 @@
 import type { Pyro } from "../sdk/pyro.js";
 import { callTool } from "../tools/call.js";
-import type { RenderedError } from "../vocabulary.js";
+import type { ToolErrorDocument } from "../tools/vocabulary.js";
 import { defaultToolPolicy, findTool, toolsFor, type ProfileName, type ToolContext, type ToolPolicy, type ToolSpec } from "../tools/catalog.js";
 
 export interface ToolSelection {
@@ -35,10 +35,7 @@ export function selectTools(selection: ToolSelection = {}): ToolSpec[] {
   return toolsFor(selection.profile ?? "vm-run");
 }
 
-/** What a model reads instead of a result when a call fails; the same on every adapter and in MCP. */
-export interface ToolErrorDocument {
-  error: RenderedError;
-}
+export type { ToolErrorDocument };
 
 /**
  * Checks the arguments with the tool's schema, runs it and checks its result
@@ -48,7 +45,7 @@ export interface ToolErrorDocument {
  */
 export async function invokeTool(pyro: Pyro, tool: ToolSpec, args: unknown, context: ToolContext = {}): Promise<Record<string, unknown>> {
   const outcome = await callTool(pyro, tool, args, context);
-  return "error" in outcome ? { error: outcome.error } : outcome.result;
+  return "error" in outcome ? { ...outcome } : outcome.result;
 }
 
 /** Whether a tool's answer is the error document rather than a result. */

@@ -1,11 +1,10 @@
 import { ErrorCode, PyroError } from "../errors.js";
 import type { Pyro } from "../sdk/pyro.js";
-import type { RenderedError } from "../vocabulary.js";
 import type { ToolContext, ToolSpec } from "./catalog.js";
-import { checkArguments, toolErrorDocument } from "./vocabulary.js";
+import { checkArguments, toolErrorDocument, type ToolErrorDocument } from "./vocabulary.js";
 
 /** What one tool call comes to: the tool's result, or the error a model reads instead. */
-export type ToolOutcome = { result: Record<string, unknown> } | { error: RenderedError };
+export type ToolOutcome = { result: Record<string, unknown> } | ToolErrorDocument;
 
 /**
  * Runs one tool for a model, the same way on MCP and in every adapter:

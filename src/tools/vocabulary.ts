@@ -52,8 +52,13 @@ export const MCP_VOCABULARY: Vocabulary = {
   },
 };
 
+/** What a model reads instead of a result when a call fails; the same on every adapter and in MCP. */
+export interface ToolErrorDocument {
+  error: RenderedError;
+}
+
 /** What a model reads when a call fails: `{error: {code, message, hint}}` in the tools' words. */
-export function toolErrorDocument(error: unknown): { error: RenderedError } {
+export function toolErrorDocument(error: unknown): ToolErrorDocument {
   return { error: renderError(toPyroError(error), MCP_VOCABULARY) };
 }
 
@@ -173,7 +178,7 @@ export function schemaFailure(tool: ToolSpec, issues: readonly Issue[], args: un
  * (snake_case, as the schema shows it), with what it takes as the hint, so
  * the model can correct exactly that argument.
  */
-export function checkArguments(tool: ToolSpec, args: unknown): { data: Record<string, unknown> } | { error: RenderedError } {
+export function checkArguments(tool: ToolSpec, args: unknown): { data: Record<string, unknown> } | ToolErrorDocument {
   const parsed = tool.input.safeParse(args ?? {});
   if (parsed.success) return { data: parsed.data };
   return toolErrorDocument(schemaFailure(tool, parsed.error.issues, args ?? {}));
