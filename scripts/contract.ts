@@ -28,25 +28,16 @@ import { DEFAULT_PROFILE, PROFILES, TOOLS, toolsFor, type ToolSpec } from "../sr
 import { SURFACES } from "../src/tools/surfaces.js";
 import { snakeKey } from "../src/util/case.js";
 import { SETTINGS } from "../src/settings.js";
-import { regionFiles, scanEnvReads, settingLabel, settingsDrift } from "./doc-tables.js";
+import { defaultCell, regionFiles, scanEnvReads, settingLabel, settingsDrift, table } from "./doc-tables.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 export const CONTRACT_PATH = join(ROOT, "docs", "public-contract.md");
 
 // ---- markdown helpers ----
 
-/** A table cell: one line, pipes escaped. */
-function cell(text: string): string {
-  return text.replace(/\s*\n\s*/g, " ").replace(/\|/g, "\\|").trim();
-}
-
 function code(text: string): string {
   const fence = text.includes("`") ? "``" : "`";
   return `${fence}${text.includes("`") ? ` ${text} ` : text}${fence}`;
-}
-
-function table(head: string[], rows: string[][]): string {
-  return [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((row) => `| ${row.map(cell).join(" | ")} |`)].join("\n");
 }
 
 function oneLine(text: string): string {
@@ -498,7 +489,7 @@ export function generateContract(): string {
       ["variable", "default", "effect", "read in"],
       Object.entries(SETTINGS).map(([name, setting]) => [
         code(settingLabel(name, setting)),
-        setting.literal ? code(String(setting.default)) : String(setting.default),
+        defaultCell(setting),
         setting.effect,
         (envVars.get(name) ?? []).map(code).join(", "),
       ]),

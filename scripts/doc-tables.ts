@@ -117,11 +117,13 @@ export function errorCodeDocs(): Map<string, string> {
 
 // ---- markdown ----
 
+/** A table cell: one line, pipes escaped. */
 function cell(text: string): string {
   return text.replace(/\s*\n\s*/g, " ").replace(/\|/g, "\\|").trim();
 }
 
-function table(head: string[], rows: string[][], align: string[] = head.map(() => "---")): string {
+/** A markdown table; `align` is each column's delimiter (`---:` right-aligns). */
+export function table(head: string[], rows: string[][], align: string[] = head.map(() => "---")): string {
   return [`| ${head.join(" | ")} |`, `| ${align.join(" | ")} |`, ...rows.map((row) => `| ${row.map(cell).join(" | ")} |`)].join("\n");
 }
 
@@ -131,7 +133,7 @@ export function settingLabel(name: string, setting: Setting): string {
 }
 
 /** The default of a row: a literal value as code, a description as written. */
-function defaultCell(setting: Setting): string {
+export function defaultCell(setting: Setting): string {
   return setting.literal ? `\`${String(setting.default)}\`` : String(setting.default);
 }
 
