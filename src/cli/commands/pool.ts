@@ -1,5 +1,7 @@
 import { Option, type Command } from "commander";
+import { Defaults } from "../../config.js";
 import { NETWORK_POLICIES, type NetworkPolicy } from "../../network/policy.js";
+import { SETTINGS } from "../../settings.js";
 import type { PoolDrainResult, PoolInfo, PooledVmInfo } from "../../sdk/types.js";
 import { emit, table, type CliContext } from "../context.js";
 import { intParser } from "../options.js";
@@ -71,8 +73,8 @@ export function registerPool(program: Command, ctx: CliContext): void {
     .addHelpText(
       "after",
       `
-Each warm VM holds its guest memory (1024 MiB by default) until a run takes
-it, \`pyro pool drain\` deletes it, or PYRO_POOL_TTL_SECONDS (default 3600)
+Each warm VM holds its guest memory (${Defaults.memMib} MiB by default) until a run takes
+it, \`pyro pool drain\` deletes it, or PYRO_POOL_TTL_SECONDS (default ${SETTINGS.PYRO_POOL_TTL_SECONDS.default})
 pass. A CLI run keeps warm VMs only when PYRO_POOL_SIZE is set; \`pyro mcp
 serve\` keeps one per machine shape it has run (--keep-warm) and deletes them
 when it exits. The pool is per state directory (PYRO_STATE_DIR).`,
@@ -105,8 +107,8 @@ ones after its next run: start it with --keep-warm 0 to keep none.`,
     .command("fill")
     .description("make warm VMs for a machine shape now, up to PYRO_POOL_SIZE")
     .argument("<environment>", "e.g. debian:12")
-    .option("--vcpu-count <n>", "virtual CPUs of the shape (default 1)", intParser("--vcpu-count", "vcpuCount"))
-    .option("--mem-mib <n>", "guest memory of the shape in MiB (default 1024)", intParser("--mem-mib", "memMib"))
+    .option("--vcpu-count <n>", `virtual CPUs of the shape (default ${Defaults.vcpuCount})`, intParser("--vcpu-count", "vcpuCount"))
+    .option("--mem-mib <n>", `guest memory of the shape in MiB (default ${Defaults.memMib})`, intParser("--mem-mib", "memMib"))
     .option("--network", "the shape with a NIC (as --network-policy egress)")
     .addOption(new Option("--network-policy <policy>", "the network policy of the pooled VMs (default off)").choices(NETWORK_POLICIES))
     .addOption(new Option("--allow-host <name>", "pooled VMs for runs with these allowed hosts (repeatable)").argParser((value: string, previous: string[] = []) => [...previous, value]))
