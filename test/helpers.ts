@@ -145,3 +145,12 @@ export async function rejectsWith(promise: Promise<unknown>, code: string, messa
   }
   assert.fail(`expected ${code}`);
 }
+
+/** Waits until `check` holds, polling; what a test waits for is a state, never a duration. */
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 50));
+  }
+}

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro } from "../../src/index.js";
 import { VmManager } from "../../src/runtime/vms.js";
-import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, rejectsWith, removeDir, runCli, tempStateDir, vmDirsUnder, waitFor } from "../helpers.js";
 
 const stateDir = tempStateDir();
 const env = { ...process.env, PYRO_POOL_SIZE: "2" };
@@ -33,15 +33,6 @@ function startCli(args: string[]): { child: ChildProcess; stderr: () => string; 
   child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
   const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
   return { child, stderr: () => stderr, exited };
-}
-
-/** Waits until `check` holds (what the test waits for is a state, never a duration). */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`gave up waiting until ${what}`);
-    await sleep(100);
-  }
 }
 
 /** Ids of the pool's VMs in each state, read straight from the records. */
@@ -198,7 +189,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
   test("a refill that began before the drain leaves nothing behind", async () => {
     await settle();
     const fill = startCli(["pool", "fill", "debian:12"]);
-    await until("the refill is making a VM", async () => Object.keys(await poolStates()).some((state) => state === "starting" || state === "started"));
+    await waitFor("the refill to make a VM", async () => Object.keys(await poolStates()).some((state) => state === "starting" || state === "started"), 120_000);
     const making = (await pyro.listPool()).vms;
     assert.equal(making.length, 1);
     assert.equal(making[0]!.state, "warming");
@@ -217,7 +208,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     await settle();
     assert.equal((await pyro.fillPool({ environment: "debian:12" })).pooled, 2);
     const drain = startCli(["pool", "drain"]);
-    await until("the drain has deleted a VM", () => /deleted pooled VM/.test(drain.stderr()) || drain.child.exitCode !== null);
+    await waitFor("the drain to delete a VM", () => /deleted pooled VM/.test(drain.stderr()) || drain.child.exitCode !== null, 120_000);
     drain.child.kill("SIGKILL");
     await drain.exited;
     // What the killed drain did not finish is either still a working pooled VM, or removed by the next command.
@@ -247,7 +238,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
     try {
       assert.equal((await server.runInVm({ environment: "debian:12", command: "true" })).exitCode, 0);
       // The server refills in itself after the run.
-      await until("the server has a warm VM", async () => (await poolStates()).pooled?.length === 1);
+      await waitFor("the server to have a warm VM", async () => (await poolStates()).pooled?.length === 1, 120_000);
       const own = await server.listPool();
       assert.deepEqual([own.enabled, own.size, own.count, own.vms[0]!.owner, own.vms[0]!.ownerPid], [true, 1, 1, "this_process", process.pid]);
       const list = await runCli(["pool", "list", "--json"], { stateDir, env: { PYRO_POOL_SIZE: "" } });
@@ -269,7 +260,7 @@ describe("the pool of warm VMs (PYRO_POOL_SIZE)", () => {
   test("a refill killed part-way leaves nothing the next pyro command does not remove", async () => {
     await settle();
     const fill = startCli(["pool", "fill", "debian:12"]);
-    await until("the refill is making a VM", async () => Object.keys(await poolStates()).some((state) => state === "starting" || state === "started"));
+    await waitFor("the refill to make a VM", async () => Object.keys(await poolStates()).some((state) => state === "starting" || state === "started"), 120_000);
     fill.child.kill("SIGKILL");
     await fill.exited;
     // A fresh process (as the next pyro command would be) reaps the VM whose maker died before listing.

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pyro, PyroError, type Workspace } from "../../src/index.js";
-import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, removeDir, ROOT, runCli, tempStateDir, vmDirsUnder } from "../helpers.js";
+import { assertNothingLeft, ensureEnvironment, PYRO_BIN, qemuProcessesUnder, vmProcessesUnder, removeDir, ROOT, runCli, tempStateDir, vmDirsUnder, waitFor } from "../helpers.js";
 import { makeTar } from "../tar.js";
 
 const stateDir = tempStateDir();
@@ -35,14 +35,6 @@ async function startedCli(args: string[], marker: string): Promise<{ child: Chil
 
 function exited(child: ChildProcess): Promise<number | null> {
   return child.exitCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once("exit", (code) => r(code)));
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 function recordOf(vmId: string): { state: string; qemu: { pid: number } | null; failure: string | null } {
